@@ -1,0 +1,81 @@
+"""The toy demo: a scaled-down SwinV2 + UPerNet trained from scratch on CPU.
+
+Inherits ``upernet_swin_t.py`` (model type, heads, losses, no-decay keys, hooks) and
+changes what a 2-core CPU and a 128x128 toy set need: a narrow, shallow SwinV2
+(32-256 channels, window 8, random init), narrow heads, 6 classes, an ADE20K-layout
+folder made by ``swin_backbone.toy_segmentation``, and a short schedule with a higher
+learning rate (no pre-training to protect). Run it with ``make demo-seg``.
+"""
+_base_ = ['./upernet_swin_t.py']
+
+# Class names and colours of swin_backbone.toy_segmentation (a test checks they agree).
+classes = ('background', 'stripes', 'checker', 'dots', 'disk', 'triangle')
+palette = [[120, 120, 120], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+           [245, 130, 48]]
+data_root = 'data/toy_seg'
+crop_size = (128, 128)
+max_iters = 1200
+val_interval = 200
+
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        arch=dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8]),
+        window_size=8,
+        pretrained_window_size=0,
+        drop_path_rate=0.1,
+        init_cfg=None),
+    decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=len(classes)),
+    auxiliary_head=dict(in_channels=128, channels=32, num_classes=len(classes)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=crop_size, ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+toy_dataset = dict(
+    type='BaseSegDataset',  # ADE20KDataset would insist on ADE's 150 class names
+    data_root=data_root,
+    metainfo=dict(classes=classes, palette=palette),
+    img_suffix='.jpg',
+    seg_map_suffix='.png',
+    reduce_zero_label=True)
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(
+        _delete_=True,
+        **toy_dataset,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(
+        _delete_=True,
+        **toy_dataset,
+        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.01))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=100),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=100, end=max_iters, by_epoch=False),
+]
+train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
+    visualization=dict(interval=6))  # with --show-dir: every 6th val image
+randomness = dict(seed=0)

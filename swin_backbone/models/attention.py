@@ -1,0 +1,193 @@
+"""Window attention: V1 (scaled dot product + bias table) and V2 (cosine + log-CPB).
+
+Both run through one kernel, ``F.scaled_dot_product_attention``, with the relative position
+bias and the shifted-window mask folded into one additive ``attn_mask``. V2 fits it by
+normalising q and k and folding the clamped logit scale into q, so the kernel's own scale
+is 1 (SwinV2 section 3.2).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .window import log_cpb_coordinates, relative_position_index
+
+
+class WindowLayout(NamedTuple):
+    """How a stage's map is cut into windows for one forward; shared by the stage's blocks.
+
+    Attributes:
+        padded: ``(Hp, Wp)`` after right/bottom zero padding to a window multiple.
+        shift: effective cyclic shift ``(Sh, Sw)``; ``(0, 0)`` for regular windows.
+        mask: ``(nW, N, N)`` additive shifted-region mask, or None without shift.
+    """
+    padded: tuple[int, int]
+    shift: tuple[int, int]
+    mask: torch.Tensor | None
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a learned relative position bias (Swin V1).
+
+    Args:
+        dim: channels ``C``.
+        num_heads: heads ``h``; ``C`` must be divisible by it.
+        window: ``(Wh, Ww)``; a window holds ``N = Wh * Ww`` tokens.
+        qkv_bias: learn biases for q, k and v.
+        attn_drop: dropout on attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0.) -> None:
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window = window
+        self.attn_drop = attn_drop
+        self.register_buffer('relative_position_index', relative_position_index(window),
+                             persistent=False)
+        self._build_qkv(dim, qkv_bias)
+        self._build_position_bias()
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _build_qkv(self, dim: int, qkv_bias: bool) -> None:
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+
+    def _build_position_bias(self) -> None:
+        wh, ww = self.window
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wh - 1) * (2 * ww - 1), self.num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
+
+    def _bias_parameters(self) -> list[nn.Parameter]:
+        return [self.relative_position_bias_table]
+
+    def _bias_table(self) -> torch.Tensor:
+        """``((2Wh - 1) * (2Ww - 1), h)`` bias for every relative offset."""
+        return self.relative_position_bias_table
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """The learned bias of every token pair, ``(h, N, N)``, in float32."""
+        with torch.autocast(self.relative_position_index.device.type, enabled=False):
+            n = self.relative_position_index.shape[0]
+            bias = self._bias_table().float()[self.relative_position_index.view(-1)]
+            return bias.view(n, n, -1).permute(2, 0, 1).contiguous()
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.qkv(x)
+
+    def _scaled_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Return q, k and the scale the kernel applies to ``q @ k^T``."""
+        return q, k, (self.dim // self.num_heads) ** -0.5
+
+    def attention_mask(self, layout: WindowLayout, dtype: torch.dtype) -> torch.Tensor:
+        """Bias plus shift mask, ``(1, h, N, N)`` without shift, else ``(1, nW * h, N, N)``.
+
+        Cached while no gradient is recorded (inference): the cache is keyed by the layout,
+        dtype and the version counters of the bias parameters, so loading weights or an
+        optimiser step invalidates it. With gradients it is rebuilt each forward.
+        """
+        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cacheable:
+            key = (layout.padded, layout.shift, dtype, self.relative_position_index.device,
+                   tuple(p._version for p in self._bias_parameters()))
+            if self._mask_cache is not None and self._mask_cache[0] == key:
+                return self._mask_cache[1]
+        mask = self.relative_position_bias().unsqueeze(0)  # (1, h, N, N)
+        if layout.mask is not None:
+            n = mask.shape[-1]
+            mask = (mask + layout.mask.unsqueeze(1)).view(1, -1, n, n)  # (1, nW * h, N, N)
+        mask = mask.to(dtype)
+        if cacheable:
+            self._mask_cache = (key, mask)
+        return mask
+
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """Attend within windows.
+
+        Args:
+            x: ``(B * nW, N, C)`` windows, batch-major, as from ``window_partition``.
+            layout: the stage's window layout for this forward.
+
+        Returns:
+            ``(B * nW, N, C)``.
+        """
+        b_, n, c = x.shape
+        h = self.num_heads
+        qkv = self._qkv(x).view(b_, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        q, k, scale = self._scaled_qk(qkv[0], qkv[1])  # (B * nW, h, N, d)
+        v = qkv[2]
+        q = q.to(v.dtype)
+        k = k.to(v.dtype)
+        mask = self.attention_mask(layout, v.dtype)
+        if layout.mask is not None:
+            # Each window has its own mask: fold windows into the head axis so that the
+            # (1, nW * h, N, N) mask broadcasts over the batch.
+            n_windows = layout.mask.shape[0]
+            q, k, v = (t.reshape(-1, n_windows * h, n, c // h) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                             dropout_p=self.attn_drop if self.training else 0.)
+        out = out.view(b_, h, n, c // h).transpose(1, 2).reshape(b_, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+class CosineWindowAttention(WindowAttention):
+    """Scaled cosine attention with a log-spaced continuous position bias (Swin V2, 3.2-3.3).
+
+    ``attention = cos(q, k) * exp(min(logit_scale, log 100)) + 16 * sigmoid(cpb_mlp(coords))``;
+    q and v have biases, k has none, as in the official release.
+
+    Args:
+        pretrained_window: ``(Wh, Ww)`` of pre-training, used to normalise the log-CPB
+            coordinates; ``(0, 0)`` to normalise by the current window.
+        Other arguments as in :class:`WindowAttention`.
+    """
+
+    max_logit_scale = math.log(1. / 0.01)
+
+    def __init__(self, dim: int, num_heads: int, window: tuple[int, int], qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0.,
+                 pretrained_window: tuple[int, int] = (0, 0)) -> None:
+        self.pretrained_window = pretrained_window
+        super().__init__(dim, num_heads, window, qkv_bias, attn_drop, proj_drop)
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
+
+    def _build_qkv(self, dim: int, qkv_bias: bool) -> None:
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+
+    def _build_position_bias(self) -> None:
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
+                                     nn.Linear(512, self.num_heads, bias=False))
+        self.register_buffer('relative_coords_table',
+                             log_cpb_coordinates(self.window, self.pretrained_window),
+                             persistent=False)
+
+    def _bias_parameters(self) -> list[nn.Parameter]:
+        return list(self.cpb_mlp.parameters())
+
+    def _bias_table(self) -> torch.Tensor:
+        return 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table.float()))
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.q_bias is None:
+            return self.qkv(x)
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        return F.linear(x, self.qkv.weight, bias)
+
+    def _scaled_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        # Normalisation and the logit scale stay in float32 under autocast: the logits reach
+        # 100, and fp16 products of unnormalised activations overflow.
+        with torch.autocast(q.device.type, enabled=False):
+            scale = torch.clamp(self.logit_scale.float(), max=self.max_logit_scale).exp()
+            q = F.normalize(q.float(), dim=-1) * scale
+            k = F.normalize(k.float(), dim=-1)
+        return q, k, 1.0

@@ -1,0 +1,118 @@
+"""Pure tensor functions for (shifted) window attention.
+
+Maps are channel-last, ``(B, H, W, C)``. Padding, shift and masks are decided per call from
+the actual map size, never from a nominal image size fixed at construction.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# The additive mask value of the official code for token pairs in different shifted regions.
+MASKED = -100.0
+
+
+def window_grid(size: tuple[int, int], window: tuple[int, int],
+                shift: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Return the padded size and the effective shift for a map.
+
+    The map is padded right/bottom to a multiple of the window. Along a dimension whose
+    padded size is not larger than the window, one window covers it and there is no shift
+    (what the official models do at their pre-training size).
+
+    Args:
+        size: ``(H, W)`` of the map.
+        window: ``(Wh, Ww)``.
+        shift: requested ``(Sh, Sw)``, usually ``window // 2`` in odd blocks, else 0.
+
+    Returns:
+        ``((Hp, Wp), (Sh, Sw))``.
+    """
+    padded = tuple(math.ceil(s / w) * w for s, w in zip(size, window))
+    effective = tuple(0 if p <= w else s for p, w, s in zip(padded, window, shift))
+    return padded, effective  # type: ignore[return-value]
+
+
+def pad_to(x: torch.Tensor, padded: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad ``(B, H, W, C)`` right/bottom to ``(B, Hp, Wp, C)`` (no copy if already there)."""
+    pad_h, pad_w = padded[0] - x.shape[1], padded[1] - x.shape[2]
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+
+
+def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Split ``(B, Hp, Wp, C)`` into ``(B * nW, Wh * Ww, C)`` windows, row-major over windows."""
+    b, h, w, c = x.shape
+    wh, ww = window
+    x = x.view(b, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+
+
+def window_reverse(windows: torch.Tensor, window: tuple[int, int],
+                   padded: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B * nW, Wh * Ww, C)`` -> ``(B, Hp, Wp, C)``."""
+    wh, ww = window
+    hp, wp = padded
+    c = windows.shape[-1]
+    x = windows.view(-1, hp // wh, wp // ww, wh, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, hp, wp, c)
+
+
+def shift_region_ids(padded: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Region id of each row (or column) of a padded, cyclically shifted map.
+
+    After ``roll(-shift)``, the last ``window`` positions mix two regions that were not
+    neighbours in the image: ``[Hp - window, Hp - shift)`` and ``[Hp - shift, Hp)``.
+    """
+    idx = torch.arange(padded, device=device)
+    if shift == 0:
+        return torch.zeros_like(idx)
+    return (idx >= padded - window).long() + (idx >= padded - shift).long()
+
+
+def shift_attention_mask(padded: tuple[int, int], window: tuple[int, int],
+                         shift: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Additive mask that keeps attention inside the regions of a shifted window.
+
+    Returns:
+        ``(nW, N, N)`` float tensor with 0 for pairs in the same region and ``MASKED``
+        elsewhere, where ``nW = (Hp / Wh) * (Wp / Ww)`` and ``N = Wh * Ww``.
+    """
+    rows = shift_region_ids(padded[0], window[0], shift[0], device)
+    cols = shift_region_ids(padded[1], window[1], shift[1], device)
+    ids = (rows[:, None] * 3 + cols[None, :]).view(1, padded[0], padded[1], 1)
+    ids = window_partition(ids, window).squeeze(-1)  # (nW, N)
+    same = ids[:, :, None] == ids[:, None, :]
+    return torch.zeros(same.shape, device=device).masked_fill_(~same, MASKED)
+
+
+def relative_position_index(window: tuple[int, int]) -> torch.Tensor:
+    """Index into a ``((2Wh - 1) * (2Ww - 1), heads)`` table for every token pair: ``(N, N)``."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window[0]), torch.arange(window[1]),
+                                        indexing='ij')).flatten(1)  # (2, N)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 2)
+    rel[:, :, 0] += window[0] - 1
+    rel[:, :, 1] += window[1] - 1
+    return rel[:, :, 0] * (2 * window[1] - 1) + rel[:, :, 1]
+
+
+def log_cpb_coordinates(window: tuple[int, int], pretrained_window: tuple[int, int]) -> torch.Tensor:
+    """Log-spaced relative coordinates fed to the continuous position bias MLP (SwinV2 3.3).
+
+    Offsets are normalised by ``pretrained_window - 1`` (or ``window - 1`` when no pretrained
+    window is given), so a window-8 model fine-tuned at window 16 sees the same coordinate
+    range it was trained on, extended beyond it; then ``sign(x) * log2(1 + 8|x|) / log2(8)``.
+
+    Returns:
+        ``((2Wh - 1) * (2Ww - 1), 2)`` float32 table, row-major like :func:`relative_position_index`.
+    """
+    axes = []
+    for size, pretrained in zip(window, pretrained_window):
+        norm = (pretrained if pretrained > 0 else size) - 1
+        axes.append(torch.arange(-(size - 1), size, dtype=torch.float32) / max(norm, 1))
+    table = torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1) * 8
+    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+    return table.view(-1, 2)

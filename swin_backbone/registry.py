@@ -1,0 +1,16 @@
+"""The ``swin_backbone`` registry scope, children of mmengine's root registries.
+
+A config names our modules with the scope prefix, ``type='swin_backbone.SwinTransformerV2'``:
+mmdet and mmseg register a ``SwinTransformer`` of their own, so an unprefixed name would
+silently pick theirs. Building from mmdet's or mmseg's registry finds ours through the
+shared mmengine root.
+"""
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.registry import Registry
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope='swin_backbone',
+                  locations=['swin_backbone.models'])
+OPTIM_WRAPPER_CONSTRUCTORS = Registry(
+    'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
+    scope='swin_backbone', locations=['swin_backbone.optim'])

@@ -1,0 +1,98 @@
+"""Train a detector or segmentor from an OpenMMLab config (mmdet and mmseg alike).
+
+Usage:
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--auto-scale-lr] [--cfg-options KEY=VALUE ...]
+    bash tools/dist_train.sh CONFIG NUM_PROC [ARGS...]      # torchrun, --launcher pytorch
+
+The registry scope comes from the config's ``default_scope`` (``mmdet`` or ``mmseg``);
+``swin_backbone`` is imported first so ``swin_backbone.SwinTransformer(V2)`` resolve.
+Runner checkpoints are written atomically and load with ``weights_only=True``
+(``swin_backbone/runner_checkpoint.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import swin_backbone  # noqa: E402,F401  (registers the backbones)
+from swin_backbone.runner_checkpoint import (allow_runner_checkpoints,  # noqa: E402
+                                             enable_atomic_checkpoints,
+                                             latest_complete_checkpoint)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model from an mmdet / mmseg config')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: ./work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from CKPT, or without a value from the newest complete '
+                        'checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (AmpOptimWrapper, dynamic loss scale)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=2 '
+                        'model.backbone.frozen_stages=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher (dist_train.sh sets pytorch)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Apply the command line to the config file (CLI > config file > defaults)."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError(f'--auto-scale-lr: {args.config} has no '
+                             '`auto_scale_lr = dict(base_batch_size=...)`')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        # mmengine's own auto-resume trusts the `last_checkpoint` pointer; pick the newest
+        # checkpoint that is a complete file instead (a crash may have cut one off).
+        cfg.resume = True
+        cfg.load_from = latest_complete_checkpoint(cfg.work_dir)
+        if cfg.load_from is None:
+            print(f'--resume: no checkpoint in {cfg.work_dir}, starting from scratch',
+                  flush=True)
+            cfg.resume = False
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    allow_runner_checkpoints()
+    enable_atomic_checkpoints()
+    cfg = build_config(args)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
