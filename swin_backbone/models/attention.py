@@ -77,7 +77,9 @@ class WindowAttention(nn.Module):
         """The learned bias of every token pair, ``(h, N, N)``, in float32."""
         with torch.autocast(self.relative_position_index.device.type, enabled=False):
             n = self.relative_position_index.shape[0]
-            bias = self._bias_table().float()[self.relative_position_index.view(-1)]
+            table = self._bias_table()
+            table = table.to(torch.promote_types(table.dtype, torch.float32))
+            bias = table[self.relative_position_index.view(-1)]
             return bias.view(n, n, -1).permute(2, 0, 1).contiguous()
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +177,8 @@ class CosineWindowAttention(WindowAttention):
         return list(self.cpb_mlp.parameters())
 
     def _bias_table(self) -> torch.Tensor:
-        return 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table.float()))
+        coords = self.relative_coords_table.to(self.cpb_mlp[0].weight.dtype)
+        return 16 * torch.sigmoid(self.cpb_mlp(coords))
 
     def _qkv(self, x: torch.Tensor) -> torch.Tensor:
         if self.q_bias is None:
@@ -186,8 +189,9 @@ class CosineWindowAttention(WindowAttention):
     def _scaled_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         # Normalisation and the logit scale stay in float32 under autocast: the logits reach
         # 100, and fp16 products of unnormalised activations overflow.
+        dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(q.device.type, enabled=False):
-            scale = torch.clamp(self.logit_scale.float(), max=self.max_logit_scale).exp()
-            q = F.normalize(q.float(), dim=-1) * scale
-            k = F.normalize(k.float(), dim=-1)
+            scale = torch.clamp(self.logit_scale.to(dtype), max=self.max_logit_scale).exp()
+            q = F.normalize(q.to(dtype), dim=-1) * scale
+            k = F.normalize(k.to(dtype), dim=-1)
         return q, k, 1.0

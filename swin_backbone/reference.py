@@ -1,0 +1,110 @@
+"""Independent implementations to check ours against (tests and tools/benchmark.py only).
+
+timm needs torchvision, and the only torchvision wheels for this torch are CUDA builds
+whose op registrations fail to import next to a CPU torch (FACTS.md). tools/install.sh
+therefore puts timm and torchvision, without dependencies, in ``.venv/reference``; this
+module adds that folder to ``sys.path`` on demand and stubs torchvision's op registrations,
+so the product's own environment never sees either package.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+REFERENCE_DIR = Path(os.environ.get(
+    'SWIN_BACKBONE_REFERENCE', Path(__file__).resolve().parents[1] / '.venv' / 'reference'))
+
+
+def import_timm() -> types.ModuleType:
+    """Import timm from :data:`REFERENCE_DIR`; ImportError with the fix if it is absent."""
+    if 'timm' in sys.modules:
+        return sys.modules['timm']
+    if not (REFERENCE_DIR / 'timm').is_dir():
+        raise ImportError(f'timm reference not found in {REFERENCE_DIR}; run `make install`')
+    sys.modules.setdefault('torchvision._meta_registrations',
+                           types.ModuleType('torchvision._meta_registrations'))
+    sys.path.append(str(REFERENCE_DIR))
+    import timm
+    return timm
+
+
+def timm_swin(version: int, img_size: tuple[int, int], window_size: int | None = None,
+              arch: str = 'tiny') -> torch.nn.Module:
+    """timm's Swin-T (``swin_tiny_patch4_window7_224``) or SwinV2-T
+    (``swinv2_tiny_window8_256``) returning the four stage maps ``(B, H, W, C)`` before any
+    output norm, built for ``img_size`` (timm fixes shifts from it)."""
+    timm = import_timm()
+    name = {1: f'swin_{arch}_patch4_window7_224', 2: f'swinv2_{arch}_window8_256'}[version]
+    kwargs = dict(pretrained=False, img_size=img_size, num_classes=0)
+    if window_size is not None:
+        kwargs['window_size'] = window_size
+    return timm.create_model(name, **kwargs).eval()
+
+
+def timm_stage_outputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run a timm Swin stage by stage and return each stage's map as ``(B, C, H, W)``
+    (timm applies patch merging at the start of the next stage, so stage outputs are
+    taken before it, matching ours before the output norms)."""
+    x = model.patch_embed(x)
+    outs = []
+    for layer in model.layers:
+        x = layer(x)
+        outs.append(x.permute(0, 3, 1, 2))
+    return outs
+
+
+def _ours_without_output_norms(version: int, checkpoint: str, **kwargs) -> torch.nn.Module:
+    from .checkpoint import load_pretrained
+    from .models import SwinTransformer, SwinTransformerV2
+    model = (SwinTransformerV2 if version == 2 else SwinTransformer)(drop_path_rate=0., **kwargs)
+    load_pretrained(model, checkpoint)
+    for i in model.out_indices:
+        setattr(model, f'norm{i}', torch.nn.Identity())
+    return model.eval()
+
+
+def max_abs_diffs(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> list[float]:
+    """Per-stage max absolute difference; shapes must agree."""
+    assert [tuple(a.shape) for a in ours] == [tuple(b.shape) for b in ref], \
+        ([tuple(a.shape) for a in ours], [tuple(b.shape) for b in ref])
+    return [float((a.double() - b.double()).abs().max()) for a, b in zip(ours, ref)]
+
+
+@torch.no_grad()
+def parity_with_timm(version: int, checkpoint: str, size: tuple[int, int],
+                     dtype: torch.dtype = torch.float32, seed: int = 0) -> list[float]:
+    """Load one official-layout checkpoint into ours and into timm (through timm's own
+    ``checkpoint_filter_fn``); return per-stage max |ours - timm| before output norms."""
+    timm = import_timm()
+    filter_fn = (timm.models.swin_transformer_v2 if version == 2
+                 else timm.models.swin_transformer).checkpoint_filter_fn
+    ref = timm_swin(version, size)
+    result = ref.load_state_dict(filter_fn(torch.load(checkpoint, weights_only=True), ref),
+                                 strict=False)
+    assert not result.missing_keys, result.missing_keys
+    ours = _ours_without_output_norms(version, checkpoint,
+                                      window_size=8 if version == 2 else 7)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return max_abs_diffs(ours.to(dtype)(x), timm_stage_outputs(ref.to(dtype), x))
+
+
+@torch.no_grad()
+def parity_with_mmdet(checkpoint: str, size: tuple[int, int], dtype: torch.dtype = torch.float32,
+                      seed: int = 0) -> list[float]:
+    """Load one official-layout V1 checkpoint into ours and into mmdet 3.x's
+    ``SwinTransformer`` (through its own ``convert_weights=True``); per-stage max diffs."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    from mmengine.config import ConfigDict
+    ref = MMDetSwin(pretrain_img_size=224, window_size=7, drop_path_rate=0., convert_weights=True,
+                    init_cfg=ConfigDict(type='Pretrained', checkpoint=checkpoint))
+    ref.init_weights()
+    for i in ref.out_indices:
+        setattr(ref, f'norm{i}', torch.nn.Identity())
+    ours = _ours_without_output_norms(1, checkpoint)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    ref.to(dtype).eval()  # mmdet's train() returns None, so no chaining
+    return max_abs_diffs(ours.to(dtype)(x), list(ref(x)))

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from official_checkpoints import save_official
+
+
+@pytest.fixture(scope='session')
+def official_v1(tmp_path_factory) -> Path:
+    """A generated official Swin-T window-7 checkpoint (``{'model': state_dict}``)."""
+    path = tmp_path_factory.mktemp('ckpt') / 'swin_tiny_patch4_window7_224.pth'
+    save_official(path, version=1, window=7)
+    return path
+
+
+@pytest.fixture(scope='session')
+def official_v2(tmp_path_factory) -> Path:
+    """A generated official SwinV2-T window-8 checkpoint (``{'model': state_dict}``)."""
+    path = tmp_path_factory.mktemp('ckpt') / 'swinv2_tiny_patch4_window8_256.pth'
+    save_official(path, version=2, window=8)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
