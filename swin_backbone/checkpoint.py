@@ -29,6 +29,7 @@ FORMATS = ('official', 'timm', 'mmdet', 'swin_backbone')
 # Derived from the window at construction; ours are non-persistent buffers.
 _DERIVED = re.compile(r'(relative_position_index|relative_coords_table|attn_mask|k_bias)$')
 _HEAD = re.compile(r'^head\.')
+_OUTPUT_NORM = re.compile(r'^norm\d+\.')
 # Below this fraction of the backbone's tensors loaded, loading fails instead of warning.
 MIN_LOADED_FRACTION = 0.5
 
@@ -155,7 +156,8 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
     raise :class:`CheckpointError`; remaining missing / unexpected keys are logged.
 
     Returns:
-        ``dict(loaded=[...], missing=[...], unexpected=[...])``.
+        ``dict(loaded=[...], missing=[...], unexpected=[...], added=[...])``; ``added`` are
+        output norms the checkpoint has no counterpart for (classification releases).
     """
     expected = model.state_dict()
     state = dict(state)
@@ -171,7 +173,13 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
                               f'{type(model).__name__} (another architecture?):\n  '
                               + '\n  '.join(mismatched[:20]))
     loaded = [k for k in state if k in expected]
-    missing = [k for k in expected if k not in state]
+    # Output norms norm0..norm{n-2} are ours (the mmdet convention): classification
+    # checkpoints have only the final norm, so these start from their initialisation.
+    absent = [k for k in expected if k not in state]
+    norms_in_checkpoint = {k.split('.')[0] for k in state if _OUTPUT_NORM.match(k)}
+    added = [k for k in absent
+             if _OUTPUT_NORM.match(k) and k.split('.')[0] not in norms_in_checkpoint]
+    missing = [k for k in absent if k not in added]
     unexpected = [k for k in state if k not in expected]
     if len(loaded) < MIN_LOADED_FRACTION * len(expected):
         raise CheckpointError(
@@ -182,7 +190,10 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
         if keys:
             print_log(f'{source}: {len(keys)} {kind} backbone keys: {keys}', logger='current',
                       level=logging.WARNING)
-    return dict(loaded=loaded, missing=missing, unexpected=unexpected)
+    if added:
+        print_log(f'{source}: output norms {sorted({k.split(".")[0] for k in added})} are not '
+                  'in this checkpoint and keep their initialisation', logger='current')
+    return dict(loaded=loaded, missing=missing, unexpected=unexpected, added=added)
 
 
 def load_pretrained(model: nn.Module, source: str | os.PathLike, prefix: str | None = None) -> dict:
@@ -200,3 +211,31 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike, prefix: str | N
     print_log(f'loaded {len(report["loaded"])} tensors from {source} ({fmt} format)',
               logger='current')
     return dict(report, format=fmt)
+
+
+def save_atomic(obj: dict, dst: str | os.PathLike, force: bool = False) -> None:
+    """Save ``obj`` to ``dst`` through a temporary file and a rename (never a partial file).
+
+    Raises:
+        FileExistsError: ``dst`` exists and ``force`` is False.
+    """
+    from .runner_checkpoint import atomic_save_checkpoint
+    if Path(dst).exists() and not force:
+        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    atomic_save_checkpoint(obj, str(dst))
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike, force: bool = False,
+                 num_stages: int = 4) -> tuple[str, int]:
+    """Read ``src``, convert to our keys and write ``dst`` atomically; returns
+    ``(format, number of tensors)``."""
+    if Path(dst).exists() and not force:
+        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    state = extract_state_dict(read_checkpoint(src))
+    try:
+        fmt = detect_format(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f'{src}: {exc}') from None
+    converted = convert_state_dict(state, num_stages, fmt)
+    save_atomic({'state_dict': converted, 'meta': dict(source=str(src), format=fmt)}, dst, force)
+    return fmt, len(converted)

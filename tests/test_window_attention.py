@@ -1,0 +1,75 @@
+"""The windowed path against brute-force global attention with an explicit pair mask."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from swin_backbone.models.blocks import SwinStage
+from swin_backbone.models.window import relative_position_index, window_grid
+
+
+def brute_force_attention(block, x: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
+    """Global attention over all padded tokens where a pair may attend only if, after the
+    cyclic shift, both tokens fall in the same window and neither crossed the wrap-around
+    alone. Written from the paper's definition, independent of the windowed code.
+
+    Args:
+        x: ``(B, H, W, C)`` block input after ``norm1`` (V1) or the raw input (V2).
+    """
+    attn = block.attn
+    b, h, w, c = x.shape
+    win = block.window[0]
+    hp, wp = -(-h // win) * win, -(-w // win) * win
+    xp = F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c)
+    rows, cols = torch.meshgrid(torch.arange(hp), torch.arange(wp), indexing='ij')
+    rows, cols = rows.flatten(), cols.flatten()
+    # Position of each token after roll(-shift): window id, and whether it wrapped around.
+    rr, rc = (rows - shift[0]) % hp, (cols - shift[1]) % wp
+    window_id = (rr // win) * (wp // win) + rc // win
+    wrapped = (rows < shift[0]).long() * 2 + (cols < shift[1]).long()
+    allowed = (window_id[:, None] == window_id[None]) & (wrapped[:, None] == wrapped[None])
+
+    qkv = attn._qkv(xp).view(b, -1, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, scale = attn._scaled_qk(qkv[0], qkv[1])
+    logits = (q @ k.transpose(-2, -1)) * scale
+    # Relative offsets within a window, clamped for pairs that are masked anyway.
+    dr = (rr[:, None] - rr[None]).clamp(-win + 1, win - 1)
+    dc = (rc[:, None] - rc[None]).clamp(-win + 1, win - 1)
+    table = attn._bias_table()
+    bias = table[(dr + win - 1) * (2 * win - 1) + (dc + win - 1)].permute(2, 0, 1)
+    logits = (logits + bias).masked_fill(~allowed, float('-inf'))
+    out = (logits.softmax(-1) @ qkv[2]).transpose(1, 2).reshape(b, hp * wp, c)
+    return attn.proj(out).view(b, hp, wp, c)[:, :h, :w]
+
+
+@pytest.mark.parametrize('post_norm', [False, True], ids=['v1', 'v2'])
+@pytest.mark.parametrize('size', [(13, 18), (8, 11), (16, 16), (3, 18)])
+def test_windowed_equals_brute_force(post_norm, size):
+    stage = SwinStage(32, depth=2, window=(4, 4), drop_paths=[0., 0.], downsample=False,
+                      num_heads=2, post_norm=post_norm, pretrained_window=(3, 3)).double().eval()
+    for block in stage.blocks:  # make the bias matter
+        for p in block.attn.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(2, *size, 32, dtype=torch.float64)
+    regular, shifted = stage.layouts(size, x.device)
+    for block, layout in zip(stage.blocks, (regular, shifted)):
+        with torch.no_grad():
+            windowed = block._window_attention(x, layout)
+            reference = brute_force_attention(block, x, layout.shift)
+        torch.testing.assert_close(windowed, reference, rtol=0, atol=1e-10)
+    assert shifted.shift == (2, 2) and shifted.mask is not None
+
+
+def test_no_shift_along_a_dimension_that_fits_one_window():
+    padded, shift = window_grid((5, 30), (7, 7), (3, 3))
+    assert padded == (7, 35) and shift == (0, 3)
+    padded, shift = window_grid((7, 7), (7, 7), (3, 3))
+    assert shift == (0, 0)
+
+
+def test_relative_position_index_is_row_major_over_offsets():
+    idx = relative_position_index((2, 3))
+    # token 0 = (0, 0), token 5 = (1, 2): offset (-1, -2) -> (0, 0) after centring -> 0
+    assert idx[0, 5] == 0 and idx[5, 0] == (2 * 2 - 2) * (2 * 3 - 1) + (2 * 3 - 2)
+    assert idx.diagonal().unique().tolist() == [(2 - 1) * (2 * 3 - 1) + (3 - 1)]
