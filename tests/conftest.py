@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from official_checkpoints import save_official
+from swin_backbone.synthetic import save_official
 
 
 @pytest.fixture(scope='session')

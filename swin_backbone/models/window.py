@@ -30,7 +30,7 @@ def window_grid(size: tuple[int, int], window: tuple[int, int],
     Returns:
         ``((Hp, Wp), (Sh, Sw))``.
     """
-    padded = tuple(math.ceil(s / w) * w for s, w in zip(size, window))
+    padded = tuple(-(-s // w) * w for s, w in zip(size, window))
     effective = tuple(0 if p <= w else s for p, w, s in zip(padded, window, shift))
     return padded, effective  # type: ignore[return-value]
 

@@ -1,4 +1,5 @@
-"""Generated checkpoints in the official Microsoft key layout (random tensors).
+"""Generated checkpoints in the official Microsoft key layout (random tensors), for tests
+and benchmarks: no weights can be downloaded here.
 
 Names and shapes follow microsoft/Swin-Transformer's ``swin_transformer.py`` and
 ``swin_transformer_v2.py`` state dicts, including the buffers they save
