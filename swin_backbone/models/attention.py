@@ -111,6 +111,22 @@ class WindowAttention(nn.Module):
             self._mask_cache = (key, mask)
         return mask
 
+    @staticmethod
+    def _per_window_mask(mask: torch.Tensor, qkv: tuple[torch.Tensor, ...], n_windows: int
+                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Pair a ``(1, nW * h, N, N)`` mask with ``(B * nW, h, N, d)`` q, k, v.
+
+        Either the mask is broadcast to ``(B * nW, h, N, N)`` (free for a batch of one,
+        and the smaller copy while ``N < 3 * head_dim``), or the windows are folded into the
+        head axis, ``(B, nW * h, N, d)``, so that the mask broadcasts over the batch.
+        """
+        b_, h, n, d = qkv[0].shape
+        batch = b_ // n_windows
+        if batch == 1 or n < 3 * d:
+            mask = mask.view(1, n_windows, h, n, n).expand(batch, -1, -1, -1, -1)
+            return mask.reshape(b_, h, n, n), qkv
+        return mask, tuple(t.reshape(batch, n_windows * h, n, d) for t in qkv)
+
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """Attend within windows.
 
@@ -130,13 +146,10 @@ class WindowAttention(nn.Module):
         k = k.to(v.dtype)
         mask = self.attention_mask(layout, v.dtype)
         if layout.mask is not None:
-            # Each window has its own mask: fold windows into the head axis so that the
-            # (1, nW * h, N, N) mask broadcasts over the batch.
-            n_windows = layout.mask.shape[0]
-            q, k, v = (t.reshape(-1, n_windows * h, n, c // h) for t in (q, k, v))
+            mask, (q, k, v) = self._per_window_mask(mask, (q, k, v), layout.mask.shape[0])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                              dropout_p=self.attn_drop if self.training else 0.)
-        out = out.view(b_, h, n, c // h).transpose(1, 2).reshape(b_, n, c)
+        out = out.reshape(b_, h, n, c // h).transpose(1, 2).reshape(b_, n, c)
         return self.proj_drop(self.proj(out))
 
 

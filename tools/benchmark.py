@@ -1,0 +1,314 @@
+"""Time our Swin V1 / V2 backbones against the peers installed here, in one process.
+
+Usage: python tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
+
+Peers: mmdet 3.3's ``SwinTransformer`` (V1) and timm's Swin / SwinV2 (V1, V2), Swin-T size,
+same window, identical weights (one generated official-layout checkpoint, loaded by each
+through its own converter). Before anything is timed, outputs are compared (fp32, through
+the same output norms): a speed-up can never come from computing something else. Runs are
+interleaved after warm-up; medians, spreads (min-max) and ratios are reported. Writes
+``benchmark.md`` and ``scaling.png`` to ``--out`` and prints the table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from swin_backbone import SwinTransformer, SwinTransformerV2
+from swin_backbone.checkpoint import load_pretrained
+from swin_backbone.reference import import_timm, max_abs_diffs, timm_swin, timm_stage_outputs
+from swin_backbone.synthetic import save_official
+
+PARITY_TOL = 1e-4
+
+
+class Backbone:
+    """A named model whose ``features(x)`` returns the four NCHW maps after our output norms."""
+
+    def __init__(self, name: str, module: torch.nn.Module,
+                 features: Callable[[torch.Tensor], list[torch.Tensor]]) -> None:
+        self.name, self.module, self.features = name, module, features
+
+
+def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Backbone]]:
+    """Ours and the peers for V1 and V2, each loaded from the same official checkpoint."""
+    timm = import_timm()
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    from mmengine.config import ConfigDict
+    groups: dict[int, list[Backbone]] = {}
+    for version, window in ((1, 7), (2, 8)):
+        path = ckpt_dir / f'v{version}.pth'
+        save_official(path, version, window)
+        ours = (SwinTransformerV2 if version == 2 else SwinTransformer)(drop_path_rate=0.)
+        load_pretrained(ours, path)
+        ours.eval()
+        norms = [getattr(ours, f'norm{i}') for i in range(4)]
+
+        def with_our_norms(maps: list[torch.Tensor], norms: list = norms) -> list[torch.Tensor]:
+            return [n(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) for n, m in zip(norms, maps)]
+
+        peer = timm_swin(version, size)
+        module = (timm.models.swin_transformer_v2 if version == 2 else timm.models.swin_transformer)
+        peer.load_state_dict(module.checkpoint_filter_fn(torch.load(path, weights_only=True), peer),
+                             strict=False)
+        group = [Backbone(f'ours V{version}', ours, lambda x, m=ours: list(m(x))),
+                 Backbone(f'timm V{version}', peer,
+                          lambda x, m=peer, f=with_our_norms: f(timm_stage_outputs(m, x)))]
+        if version == 1:
+            mm = MMDetSwin(window_size=7, drop_path_rate=0., convert_weights=True,
+                           init_cfg=ConfigDict(type='Pretrained', checkpoint=str(path)))
+            mm.init_weights()
+            for i, norm in enumerate(norms):
+                getattr(mm, f'norm{i}').load_state_dict(norm.state_dict())
+            mm.eval()
+            group.append(Backbone('mmdet V1', mm, lambda x, m=mm: list(m(x))))
+        groups[version] = group
+    return groups
+
+
+def check_parity(groups: dict[int, list[Backbone]], size: tuple[int, int]) -> list[str]:
+    """Rows ``| model | size | max diff per stage |``; raises if a peer disagrees."""
+    rows = []
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for group in groups.values():
+            ours = group[0].features(x)
+            for peer in group[1:]:
+                diffs = max_abs_diffs(ours, peer.features(x))
+                rows.append(f'| {group[0].name} vs {peer.name} | {size[0]}x{size[1]} | '
+                            + ' / '.join(f'{d:.1e}' for d in diffs) + ' |')
+                if max(diffs) > PARITY_TOL:
+                    raise SystemExit(f'{peer.name} disagrees with {group[0].name} at {size}: '
+                                     f'{diffs}; refusing to time different computations')
+    return rows
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Warm each up once, then time them round-robin ``repeats`` times."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def inference_fn(backbone: Backbone, x: torch.Tensor, bf16: bool) -> Callable[[], object]:
+    def run() -> object:
+        ctx = torch.autocast('cpu', dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            return backbone.features(x)
+    return run
+
+
+def saved_activation_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of distinct tensors autograd keeps for backward: the training-memory peak
+    that differs between implementations (weights and optimiser state are identical)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def train_step_fn(backbone: Backbone, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        backbone.module.train()
+        loss = sum(o.float().square().mean() for o in backbone.features(x))
+        loss.backward()
+        backbone.module.zero_grad(set_to_none=True)
+        return loss
+    return run
+
+
+def summarise(title: str, times: dict[str, list[float]], ours: str,
+              extra: dict[str, str] | None = None) -> list[str]:
+    base = statistics.median(times[ours])
+    rows = []
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        ratio = f'{med / base:.2f}x' if name != ours else '1.00x'
+        rows.append(f'| {title} | {name} | {med * 1000:.0f} | {min(ts) * 1000:.0f}-'
+                    f'{max(ts) * 1000:.0f} | {ratio} | {(extra or {}).get(name, "")} |')
+    return rows
+
+
+def scaling(groups: dict[int, list[Backbone]], sizes: list[int], repeats: int,
+            out: Path) -> list[str]:
+    """Time against pixels for ours; fit ``time ~ pixels ** k`` from 512 up; plot."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows, fig = [], plt.figure(figsize=(6, 4))
+    for version in (1, 2):
+        ours = groups[version][0]
+        medians = []
+        for s in sizes:
+            x = torch.randn(1, 3, s, s)
+            medians.append(statistics.median(
+                interleaved({'o': inference_fn(ours, x, False)}, repeats)['o']))
+        pixels = np.array(sizes, dtype=float)**2
+        fit = pixels >= 512**2
+        k = np.polyfit(np.log(pixels[fit]), np.log(medians)[fit], 1)[0]
+        rows.append(f'| {ours.name} | ' + ' / '.join(f'{s}: {m:.2f}s' for s, m in
+                                                     zip(sizes, medians)) + f' | {k:.3f} |')
+        plt.loglog(pixels, medians, 'o-', label=f'{ours.name} (exponent {k:.2f}, 512-1536)')
+    plt.xlabel('pixels per image')
+    plt.ylabel('forward time, s (fp32, batch 1)')
+    plt.legend()
+    plt.grid(True, which='both', alpha=.3)
+    fig.tight_layout()
+    fig.savefig(out / 'scaling.png', dpi=120)
+    return rows
+
+
+def mask_rcnn(ckpt_dir: Path, repeats: int) -> list[str]:
+    """Mask R-CNN (mmdet's Swin-T 1x config) forward at 800x1333 with our V1 backbone and with
+    mmdet's, all other weights identical."""
+    from mmdet.registry import MODELS as MMDET_MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    import mmdet
+    cfg = Config.fromfile(Path(mmdet.__file__).parent / '.mim' / 'configs' / 'swin'
+                          / 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+    cfg.model.backbone.init_cfg = None
+    theirs = MMDET_MODELS.build(cfg.model)
+    ours_cfg = cfg.model.copy()
+    ours_cfg.backbone = dict(type='swin_backbone.SwinTransformer', arch='tiny', drop_path_rate=0.)
+    ours = MMDET_MODELS.build(ours_cfg)
+    ckpt = ckpt_dir / 'v1.pth'
+    load_pretrained(ours.backbone, ckpt)
+    state = {k: v for k, v in ours.state_dict().items() if not k.startswith('backbone.')}
+    state.update({f'backbone.{k}': v for k, v in _mmdet_backbone_state(ckpt, ours.backbone).items()})
+    theirs.load_state_dict(state)
+    theirs.eval()
+    ours.eval()
+    x = torch.randn(1, 3, 800, 1333)
+    meta = dict(img_shape=(800, 1333), ori_shape=(800, 1333), batch_input_shape=(800, 1344),
+                scale_factor=(1., 1.))
+    pad = torch.nn.functional.pad(x, (0, 11))
+
+    def run(model: torch.nn.Module) -> Callable[[], object]:
+        def f() -> object:
+            with torch.no_grad():
+                return model.predict(pad, [DetDataSample(metainfo=meta)])
+        return f
+
+    times = interleaved({'Mask R-CNN + ours V1': run(ours), 'Mask R-CNN + mmdet V1': run(theirs)},
+                        repeats)
+    return summarise('Mask R-CNN forward 800x1333', times, 'Mask R-CNN + ours V1')
+
+
+def _mmdet_backbone_state(ckpt: Path, ours: torch.nn.Module) -> dict[str, torch.Tensor]:
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    from mmengine.config import ConfigDict
+    mm = MMDetSwin(convert_weights=True, init_cfg=ConfigDict(type='Pretrained', checkpoint=str(ckpt)))
+    mm.init_weights()
+    for i in range(4):
+        getattr(mm, f'norm{i}').load_state_dict(getattr(ours, f'norm{i}').state_dict())
+    return mm.state_dict()
+
+
+def flops_and_params(groups: dict[int, list[Backbone]], size: tuple[int, int]) -> list[str]:
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+
+    def sdpa_flops(inputs: list, outputs: list) -> int:
+        q, k = (i.type().sizes() for i in inputs[:2])
+        return int(np.prod(q[:-1]) * k[-2] * q[-1] * 2)  # two matmuls, multiply-adds
+
+    rows = []
+    x = torch.randn(1, 3, *size)
+    for version in (1, 2):
+        ours = groups[version][0].module
+        analyzer = FlopAnalyzer(ours, (x,)).set_op_handle(
+            'aten::scaled_dot_product_attention', sdpa_flops)
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        rows.append(f'| ours V{version} | {size[0]}x{size[1]} | {analyzer.total() / 1e9:.1f} | '
+                    f'{parameter_count(ours)[""] / 1e6:.1f} |')
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='results/benchmark', type=Path)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--quick', action='store_true', help='fewer sizes and repeats')
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    repeats = 2 if args.quick else args.repeats
+    lines = [f'Machine: {platform.processor() or platform.machine()}, '
+             f'{torch.get_num_threads()} threads, torch {torch.__version__}. '
+             f'Command: `python tools/benchmark.py{" --quick" if args.quick else ""}`.', '']
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt_dir = Path(tmp)
+        # timm fixes its windows from img_size and is only faithful at window multiples
+        # (it rolls before it pads, timm#2438): parity is checked at 448 (V1) / 512 (V2)
+        # and against mmdet at 800x1344; timing uses the same models.
+        groups = build_backbones(ckpt_dir, (800, 1344))
+        lines += ['## Parity before timing (fp32 max abs diff per stage, same weights)', '',
+                  '| pair | input | stages 1 / 2 / 3 / 4 |', '|---|---|---|']
+        v1_only = {1: [b for b in groups[1] if b.name != 'timm V1']}
+        lines += check_parity(v1_only, (800, 1344))
+        small = build_backbones(ckpt_dir, (448, 448))
+        lines += check_parity({1: small[1]}, (448, 448))
+        small = build_backbones(ckpt_dir, (512, 512))
+        lines += check_parity({2: small[2]}, (512, 512))
+
+        lines += ['', '## Speed (median ms, min-max, time over ours)', '',
+                  '| case | model | median ms | spread | vs ours | note |', '|---|---|---|---|---|---|']
+        for size in ([(800, 1344)] if args.quick else [(512, 512), (800, 1344)]):
+            peers = build_backbones(ckpt_dir, size) if size != (800, 1344) else groups
+            x = torch.randn(1, 3, *size)
+            for bf16 in (False, True):
+                for version in (2, 1):
+                    fns = {b.name: inference_fn(b, x, bf16) for b in peers[version]}
+                    title = f'V{version} forward {size[0]}x{size[1]} {"bf16" if bf16 else "fp32"}'
+                    lines += summarise(title, interleaved(fns, repeats), f'ours V{version}')
+        train_groups = build_backbones(ckpt_dir, (512, 512))
+        x = torch.randn(2, 3, 512, 512)
+        for version in (2, 1):
+            fns = {b.name: train_step_fn(b, x) for b in train_groups[version]}
+            memory = {b.name: f'{saved_activation_bytes(fns[b.name]) / 2**20:.0f} MiB saved for '
+                      'backward' for b in train_groups[version]}
+            lines += summarise(f'V{version} train step 2x512x512 fp32',
+                               interleaved(fns, repeats), f'ours V{version}', memory)
+        lines += mask_rcnn(ckpt_dir, repeats)
+
+        sizes = [256, 512, 1024, 1536] if args.quick else [256, 512, 768, 1024, 1280, 1536]
+        lines += ['', '## Time against image size (fp32, batch 1; exponent of time ~ pixels^k '
+                  'fitted from 512 to 1536)', '', '| model | medians | k |', '|---|---|---|']
+        lines += scaling(groups, sizes, max(1, repeats // 2), args.out)
+        lines += ['', '## FLOPs and parameters (mmengine.analysis; GFLOPs = multiply-adds)', '',
+                  '| model | input | GFLOPs | params (M) |', '|---|---|---|---|']
+        lines += flops_and_params(groups, (800, 1344))
+    text = '\n'.join(lines) + '\n'
+    (args.out / 'benchmark.md').write_text(text)
+    print(text)
+    print(f'wrote {args.out / "benchmark.md"} and {args.out / "scaling.png"}')
+
+
+if __name__ == '__main__':
+    main()
