@@ -9,10 +9,15 @@ install:
 	@PYTHON=$(PYTHON) bash tools/install.sh
 
 demo: install
-	$(VENV_PY) tools/smoke.py
+	$(VENV_PY) tools/demo_detection.py
 
 test: install
 	$(VENV_PY) -m pytest -q
 
 check-env:
 	$(VENV_PY) tools/check_env.py
+
+# Toy segmentation demo (docs/segmentation.md): data -> train -> test -> plot, < 10 min on 2 cores.
+.PHONY: demo-seg
+demo-seg: install
+	$(VENV_PY) tools/demo_segmentation.py

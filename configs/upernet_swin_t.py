@@ -33,6 +33,7 @@ model = dict(
 optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={
+            '_delete_': True,
             'norm': dict(decay_mult=0.),
             'logit_scale': dict(decay_mult=0.),
             'cpb_mlp': dict(decay_mult=0.),

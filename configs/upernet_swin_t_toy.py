@@ -3,8 +3,10 @@
 Inherits ``upernet_swin_t.py`` (model type, heads, losses, no-decay keys, hooks) and
 changes what a 2-core CPU and a 128x128 toy set need: a narrow, shallow SwinV2
 (32-256 channels, window 8, random init), narrow heads, 6 classes, an ADE20K-layout
-folder made by ``swin_backbone.toy_segmentation``, and a short schedule with a higher
-learning rate (no pre-training to protect). Run it with ``make demo-seg``.
+folder made by ``swin_backbone.toy_segmentation``, pipelines at the images' own scale
+(random 0.75-1.5x resize, 128x128 crop, flip; no PhotoMetricDistortion: each textured
+class has its own hue family), and a short schedule with a higher learning rate (no
+pre-training to protect). Run it with ``make demo-seg`` (docs/segmentation.md).
 """
 _base_ = ['./upernet_swin_t.py']
 
@@ -14,13 +16,13 @@ palette = [[120, 120, 120], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 13
            [245, 130, 48]]
 data_root = 'data/toy_seg'
 crop_size = (128, 128)
-max_iters = 1200
+max_iters = 800
 val_interval = 200
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8]),
+        arch=dict(_delete_=True, embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8]),
         window_size=8,
         pretrained_window_size=0,
         drop_path_rate=0.1,
@@ -77,5 +79,5 @@ train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
-    visualization=dict(interval=6))  # with --show-dir: every 6th val image
+    visualization=dict(interval=4))  # with --show-dir: every 4th val batch (of 8 images)
 randomness = dict(seed=0)

@@ -23,11 +23,13 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))
 
-# The base excludes 'absolute_pos_embed', 'relative_position_bias_table' and 'norm'
-# from weight decay; the detection configs' keys are added (no-ops for V1).
+# The detection configs' no-decay keys. The base's own are 'absolute_pos_embed' (our
+# backbone has none), 'relative_position_bias_table' and 'norm'; 'logit_scale' and
+# 'cpb_mlp' match nothing in V1.
 optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={
+            '_delete_': True,
             'norm': dict(decay_mult=0.),
             'logit_scale': dict(decay_mult=0.),
             'cpb_mlp': dict(decay_mult=0.),

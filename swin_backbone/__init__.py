@@ -6,6 +6,8 @@ configs name them ``type='swin_backbone.SwinTransformerV2'``.
 __version__ = '0.1.0'
 
 from .models import SwinTransformer, SwinTransformerV2  # noqa: E402
+from .optim import LayerDecayOptimWrapperConstructor  # noqa: E402
 from .registry import MODELS  # noqa: E402
 
-__all__ = ['MODELS', 'SwinTransformer', 'SwinTransformerV2', '__version__']
+__all__ = ['LayerDecayOptimWrapperConstructor', 'MODELS', 'SwinTransformer', 'SwinTransformerV2',
+           '__version__']

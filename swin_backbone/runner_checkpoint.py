@@ -7,10 +7,12 @@ code on the user's machine):
 * **Loading.** mmengine calls ``torch.load(f, map_location=...)``; since torch 2.6 that
   means ``weights_only=True``, whose unpickler refuses the few non-tensor types a Runner
   checkpoint holds: ``HistoryBuffer`` objects and numpy arrays / scalars in
-  ``message_hub``. :func:`allow_runner_checkpoints` allow-lists exactly those types
-  (found by saving a real Runner checkpoint and asking
+  ``message_hub``, and ``builtins.getattr`` (how pickle spells the statistics functions
+  a ``HistoryBuffer`` carries). :func:`allow_runner_checkpoints` allow-lists the first two
+  and pickles ``HistoryBuffer`` without the functions, so ``getattr`` is never needed (found
+  by saving a real Runner checkpoint and asking
   ``torch.serialization.get_unsafe_globals_in_checkpoint``; ``tests/test_runner_checkpoint.py``
-  re-checks the list against a fresh checkpoint).
+  re-checks the list against fresh checkpoints).
 * **Writing.** mmengine's ``LocalBackend.put`` opens the final file name and writes into
   it, so a process killed mid-write leaves a truncated ``iter_N.pth``.
   :func:`enable_atomic_checkpoints` routes the Runner's saves through
@@ -21,6 +23,7 @@ code on the user's machine):
 """
 from __future__ import annotations
 
+import copyreg
 import io
 import os
 import os.path as osp
@@ -39,10 +42,11 @@ __all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'allow_runner_checkpoints', 'atomic_save
 def _numpy_globals() -> list[Any]:
     """The numpy callables and classes a pickled ``ndarray`` / numpy scalar refers to.
 
-    numpy 2 pickles ``numpy._core.multiarray._reconstruct`` / ``scalar``; files written with
-    numpy 1 name ``numpy.core.multiarray``. Both spellings are listed (the tuple form tells
-    torch under which name to accept the same object). The dtype classes are those of the
-    values a Runner logs: floats, ints and bools.
+    numpy 2 pickles ``numpy._core.multiarray._reconstruct`` / ``scalar`` and ``numpy.dtype``;
+    files written with numpy 1 name ``numpy.core.multiarray``. Both spellings are listed
+    (the tuple form tells torch under which name to accept the same function). A dtype is
+    rebuilt through its class (``numpy.dtypes.Float64DType``...): those of the values a
+    Runner logs, Python floats and ints, i.e. float64 and int64.
     """
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
     found: list[Any] = [np.ndarray, np.dtype]
@@ -50,21 +54,35 @@ def _numpy_globals() -> list[Any]:
         func = getattr(multiarray, name)
         found += [(func, f'numpy._core.multiarray.{name}'),
                   (func, f'numpy.core.multiarray.{name}')]
-    for dtype in (np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_):
-        found.append(type(np.dtype(dtype)))
+    found += [type(np.dtype(np.float64)), type(np.dtype(np.int64))]
     return found
 
 
-#: Every global a checkpoint saved by mmengine's Runner needs besides torch's defaults.
+#: Every global a Runner checkpoint needs besides torch's defaults (with
+#: :func:`_reduce_history_buffer` registered when it was saved).
 RUNNER_CHECKPOINT_GLOBALS: list[Any] = [HistoryBuffer, *_numpy_globals()]
 
 
-def allow_runner_checkpoints() -> None:
-    """Allow-list :data:`RUNNER_CHECKPOINT_GLOBALS` for ``torch.load(weights_only=True)``.
+def _reduce_history_buffer(buffer: HistoryBuffer) -> tuple:
+    """Pickle a ``HistoryBuffer`` as ``HistoryBuffer(log_history, count_history, max_length)``.
 
-    Idempotent; a no-op on torch < 2.4, which has no allow-list (and defaults to
-    ``weights_only=False`` before 2.6 anyway).
+    mmengine's own ``__getstate__`` also stores the class-wide table of statistics
+    functions, which pickle writes as ``builtins.getattr(HistoryBuffer, 'min')``. Allow-listing
+    ``getattr`` would let a crafted file reach any attribute of any object it can build
+    (module ``__globals__`` included) and overwrite it with SETITEM, so the table is left out
+    instead: it is class-level state that importing mmengine rebuilds anyway.
     """
+    return HistoryBuffer, (buffer._log_history, buffer._count_history, buffer.max_length)
+
+
+def allow_runner_checkpoints() -> None:
+    """Make Runner checkpoints save and load under ``torch.load(weights_only=True)``.
+
+    Allow-lists :data:`RUNNER_CHECKPOINT_GLOBALS` and registers :func:`_reduce_history_buffer`
+    with ``copyreg`` (for the checkpoints this process saves). Idempotent; the allow-list is
+    skipped on torch < 2.4, which has none (and loads with ``weights_only=False`` before 2.6).
+    """
+    copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
     add = getattr(torch.serialization, 'add_safe_globals', None)
     if add is not None:
         add(RUNNER_CHECKPOINT_GLOBALS)

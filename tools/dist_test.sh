@@ -13,13 +13,8 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 PYTHON=${PYTHON:-python}
 here=$(cd "$(dirname "$0")" && pwd)
 
-backend_args=()
-if ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
-  backend_args=(--cfg-options env_cfg.dist_cfg.backend=gloo)
-fi
-
 PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run \
   --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
   --master_port="$PORT" --nproc_per_node="$NPROC" \
-  "$here/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}" "${backend_args[@]}"
+  "$here/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

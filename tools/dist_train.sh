@@ -4,8 +4,8 @@
 #   bash tools/dist_train.sh CONFIG NUM_PROC [tools/train.py args...]
 #
 # Multi-node: run the same command on every node with NNODES, NODE_RANK, MASTER_ADDR
-# and PORT set (torchrun's static rendezvous). The process-group backend comes from the
-# config's env_cfg.dist_cfg; on a machine without CUDA it is switched to gloo.
+# and PORT set (torchrun's static rendezvous). GPUs use the config's env_cfg.dist_cfg
+# (nccl); without CUDA the tools start gloo (swin_backbone/launch.py).
 set -euo pipefail
 CONFIG=$1
 NPROC=$2
@@ -16,13 +16,8 @@ MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 PYTHON=${PYTHON:-python}
 here=$(cd "$(dirname "$0")" && pwd)
 
-backend_args=()
-if ! "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
-  backend_args=(--cfg-options env_cfg.dist_cfg.backend=gloo)
-fi
-
 PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run \
   --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
   --master_port="$PORT" --nproc_per_node="$NPROC" \
-  "$here/train.py" "$CONFIG" --launcher pytorch "${@:3}" "${backend_args[@]}"
+  "$here/train.py" "$CONFIG" --launcher pytorch "${@:3}"

@@ -25,6 +25,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
+from swin_backbone.launch import setup_cpu_distributed  # noqa: E402
 from swin_backbone.runner_checkpoint import allow_runner_checkpoints  # noqa: E402
 
 
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
         enable_show_dir(cfg, args.show_dir)
     if args.out:
         add_output(cfg, None, args.out)
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:
         add_output(cfg, runner, args.out)

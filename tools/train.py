@@ -24,6 +24,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
+from swin_backbone.launch import setup_cpu_distributed  # noqa: E402
 from swin_backbone.runner_checkpoint import (allow_runner_checkpoints,  # noqa: E402
                                              enable_atomic_checkpoints,
                                              latest_complete_checkpoint)
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     allow_runner_checkpoints()
     enable_atomic_checkpoints()
     cfg = build_config(args)
+    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

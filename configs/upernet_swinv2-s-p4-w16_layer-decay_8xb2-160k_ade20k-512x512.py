@@ -1,0 +1,12 @@
+# SwinV2-S variant of upernet_swinv2-t-p4-w16_layer-decay_8xb2-160k_ade20k-512x512.py: only
+# the arch, the drop-path rate and the checkpoint change. No published SwinV2-S number for
+# this recipe (docs/recipes.md).
+# * official ImageNet-1K SwinV2-S (window 8, 256x256) weights ........ SwinV2 release
+# * drop-path 0.3: mmseg's Swin-S UPerNet (inherits Swin-T's 0.3) ............. ours
+_base_ = './upernet_swinv2-t-p4-w16_layer-decay_8xb2-160k_ade20k-512x512.py'
+
+checkpoint = ('https://github.com/SwinTransformer/storage/releases/download/v2.0.0/'
+              'swinv2_small_patch4_window8_256.pth')
+model = dict(
+    backbone=dict(arch='small', drop_path_rate=0.3,
+                  init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))
