@@ -11,7 +11,10 @@ this combination; the paper reports 47.0 mIoU with extra layer-wise lr decay 0.9
 Train: ``python tools/train.py configs/upernet_swin_t.py``; multi-scale + flip test:
 ``configs/upernet_swin_t_ms-flip.py``. See docs/segmentation.md.
 """
-_base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    '_base_/swin_no_decay.py',
+]
 
 custom_imports = dict(imports=['swin_backbone'], allow_failed_imports=False)
 
@@ -28,14 +31,5 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint)))
 
-# No weight decay on norms and on V2's attention parameters (the official code's skip
-# list: logit_scale, cpb_mlp, relative_position_bias_table); same keys as detection.
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            '_delete_': True,
-            'norm': dict(decay_mult=0.),
-            'logit_scale': dict(decay_mult=0.),
-            'cpb_mlp': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-        }))
+# `_delete_` drops the base's list, which names `absolute_pos_embed` (ours has none).
+optim_wrapper = dict(paramwise_cfg=dict(_delete_=True, custom_keys={{_base_.swin_no_decay_keys}}))

@@ -78,6 +78,6 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=2),
     visualization=dict(interval=4))  # with --show-dir: every 4th val batch (of 8 images)
 randomness = dict(seed=0)

@@ -7,7 +7,10 @@ our loader converts (mmseg's own config needs a pre-converted copy). Everything 
 including the 8 GPUs x 2 images batch, is the base's. Multi-scale + flip test:
 ``configs/upernet_swin_t_v1_ms-flip.py``.
 """
-_base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py']
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    '_base_/swin_no_decay.py',
+]
 
 custom_imports = dict(imports=['swin_backbone'], allow_failed_imports=False)
 
@@ -26,12 +29,5 @@ model = dict(
 # The detection configs' no-decay keys. The base's own are 'absolute_pos_embed' (our
 # backbone has none), 'relative_position_bias_table' and 'norm'; 'logit_scale' and
 # 'cpb_mlp' match nothing in V1.
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            '_delete_': True,
-            'norm': dict(decay_mult=0.),
-            'logit_scale': dict(decay_mult=0.),
-            'cpb_mlp': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-        }))
+# `_delete_` drops the base's list, which names `absolute_pos_embed` (ours has none).
+optim_wrapper = dict(paramwise_cfg=dict(_delete_=True, custom_keys={{_base_.swin_no_decay_keys}}))
