@@ -49,20 +49,19 @@ def read_checkpoint(source: str | os.PathLike) -> dict:
     source = str(source)
     from .runner_checkpoint import allow_runner_checkpoints
     allow_runner_checkpoints()
+    is_url = source.startswith(('http://', 'https://'))
+    if not is_url and not Path(source).is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {source}')
     try:
-        if source.startswith(('http://', 'https://')):
+        if is_url:
             obj = torch.hub.load_state_dict_from_url(source, map_location='cpu', weights_only=True)
         else:
-            if not Path(source).is_file():
-                raise FileNotFoundError(f'checkpoint file not found: {source}')
             obj = torch.load(source, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f'{source}: refused to load: it holds objects outside the weights-only allow-list '
             f'(loading it could run code). {str(exc).splitlines()[0]}') from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
         raise CheckpointError(f'{source}: corrupt, truncated or not a PyTorch checkpoint '
                               f'({type(exc).__name__}: {str(exc).splitlines()[0]})') from exc
     if not isinstance(obj, dict):

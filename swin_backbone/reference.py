@@ -74,18 +74,38 @@ def max_abs_diffs(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> list[flo
     return [float((a.double() - b.double()).abs().max()) for a, b in zip(ours, ref)]
 
 
-@torch.no_grad()
-def parity_with_timm(version: int, checkpoint: str, size: tuple[int, int],
-                     dtype: torch.dtype = torch.float32, seed: int = 0) -> list[float]:
-    """Load one official-layout checkpoint into ours and into timm (through timm's own
-    ``checkpoint_filter_fn``); return per-stage max |ours - timm| before output norms."""
+def timm_swin_from_official(version: int, checkpoint: str, img_size: tuple[int, int]
+                            ) -> torch.nn.Module:
+    """timm's Swin-T / SwinV2-T for ``img_size`` loaded from an official-layout checkpoint
+    through timm's own ``checkpoint_filter_fn`` (only the classifier may be left out)."""
     timm = import_timm()
     filter_fn = (timm.models.swin_transformer_v2 if version == 2
                  else timm.models.swin_transformer).checkpoint_filter_fn
-    ref = timm_swin(version, size)
+    ref = timm_swin(version, img_size)
     result = ref.load_state_dict(filter_fn(torch.load(checkpoint, weights_only=True), ref),
                                  strict=False)
     assert not result.missing_keys, result.missing_keys
+    return ref
+
+
+def mmdet_swin_from_official(checkpoint: str) -> torch.nn.Module:
+    """mmdet 3.x's ``SwinTransformer`` (Swin-T, window 7) loaded from an official-layout V1
+    checkpoint through its own ``convert_weights=True``; in eval mode."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    from mmengine.config import ConfigDict
+    ref = MMDetSwin(pretrain_img_size=224, window_size=7, drop_path_rate=0., convert_weights=True,
+                    init_cfg=ConfigDict(type='Pretrained', checkpoint=checkpoint))
+    ref.init_weights()
+    ref.eval()  # mmdet's train() returns None, so no chaining
+    return ref
+
+
+@torch.no_grad()
+def parity_with_timm(version: int, checkpoint: str, size: tuple[int, int],
+                     dtype: torch.dtype = torch.float32, seed: int = 0) -> list[float]:
+    """Load one official-layout checkpoint into ours and into timm; return per-stage
+    max |ours - timm| before output norms."""
+    ref = timm_swin_from_official(version, checkpoint, size)
     ours = _ours_without_output_norms(version, checkpoint,
                                       window_size=8 if version == 2 else 7)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(dtype)
@@ -96,15 +116,10 @@ def parity_with_timm(version: int, checkpoint: str, size: tuple[int, int],
 def parity_with_mmdet(checkpoint: str, size: tuple[int, int], dtype: torch.dtype = torch.float32,
                       seed: int = 0) -> list[float]:
     """Load one official-layout V1 checkpoint into ours and into mmdet 3.x's
-    ``SwinTransformer`` (through its own ``convert_weights=True``); per-stage max diffs."""
-    from mmdet.models.backbones import SwinTransformer as MMDetSwin
-    from mmengine.config import ConfigDict
-    ref = MMDetSwin(pretrain_img_size=224, window_size=7, drop_path_rate=0., convert_weights=True,
-                    init_cfg=ConfigDict(type='Pretrained', checkpoint=checkpoint))
-    ref.init_weights()
+    ``SwinTransformer``; per-stage max diffs before output norms."""
+    ref = mmdet_swin_from_official(checkpoint)
     for i in ref.out_indices:
         setattr(ref, f'norm{i}', torch.nn.Identity())
     ours = _ours_without_output_norms(1, checkpoint)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed)).to(dtype)
-    ref.to(dtype).eval()  # mmdet's train() returns None, so no chaining
-    return max_abs_diffs(ours.to(dtype)(x), list(ref(x)))
+    return max_abs_diffs(ours.to(dtype)(x), list(ref.to(dtype)(x)))

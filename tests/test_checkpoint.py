@@ -75,23 +75,15 @@ def test_v1_bias_tables_are_resized_bicubically_for_a_new_window(official_v1):
 
 
 def test_timm_mmdet_and_own_formats_give_the_same_model(official_v1, tmp_path):
-    from swin_backbone.reference import import_timm
-    timm = import_timm()
+    from swin_backbone.reference import mmdet_swin_from_official, timm_swin_from_official
     reference = SwinTransformer()
     load_pretrained(reference, official_v1)
     expected = outputs(reference)
 
-    official = torch.load(official_v1, weights_only=True)
-    timm_model = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False)
-    timm_model.load_state_dict(
-        timm.models.swin_transformer.checkpoint_filter_fn(official, timm_model))
+    timm_model = timm_swin_from_official(1, str(official_v1), (224, 224))
     torch.save(timm_model.state_dict(), tmp_path / 'timm.pth')
 
-    from mmdet.models.backbones import SwinTransformer as MMDetSwin
-    from mmengine.config import ConfigDict
-    mmdet_model = MMDetSwin(convert_weights=True,
-                            init_cfg=ConfigDict(type='Pretrained', checkpoint=str(official_v1)))
-    mmdet_model.init_weights()
+    mmdet_model = mmdet_swin_from_official(str(official_v1))
     mmdet_state = {f'backbone.{k}': v for k, v in mmdet_model.state_dict().items()}
     mmdet_state['neck.lateral_convs.0.conv.weight'] = torch.zeros(1)
     torch.save({'state_dict': mmdet_state, 'meta': {}}, tmp_path / 'mmdet.pth')

@@ -25,7 +25,8 @@ import torch
 
 from swin_backbone import SwinTransformer, SwinTransformerV2
 from swin_backbone.checkpoint import load_pretrained
-from swin_backbone.reference import import_timm, max_abs_diffs, timm_swin, timm_stage_outputs
+from swin_backbone.reference import (max_abs_diffs, mmdet_swin_from_official,
+                                     timm_stage_outputs, timm_swin_from_official)
 from swin_backbone.synthetic import save_official
 
 PARITY_TOL = 1e-4
@@ -41,9 +42,6 @@ class Backbone:
 
 def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Backbone]]:
     """Ours and the peers for V1 and V2, each loaded from the same official checkpoint."""
-    timm = import_timm()
-    from mmdet.models.backbones import SwinTransformer as MMDetSwin
-    from mmengine.config import ConfigDict
     groups: dict[int, list[Backbone]] = {}
     for version, window in ((1, 7), (2, 8)):
         path = ckpt_dir / f'v{version}.pth'
@@ -56,20 +54,14 @@ def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Bac
         def with_our_norms(maps: list[torch.Tensor], norms: list = norms) -> list[torch.Tensor]:
             return [n(m.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) for n, m in zip(norms, maps)]
 
-        peer = timm_swin(version, size)
-        module = (timm.models.swin_transformer_v2 if version == 2 else timm.models.swin_transformer)
-        peer.load_state_dict(module.checkpoint_filter_fn(torch.load(path, weights_only=True), peer),
-                             strict=False)
+        peer = timm_swin_from_official(version, str(path), size)
         group = [Backbone(f'ours V{version}', ours, lambda x, m=ours: list(m(x))),
                  Backbone(f'timm V{version}', peer,
                           lambda x, m=peer, f=with_our_norms: f(timm_stage_outputs(m, x)))]
         if version == 1:
-            mm = MMDetSwin(window_size=7, drop_path_rate=0., convert_weights=True,
-                           init_cfg=ConfigDict(type='Pretrained', checkpoint=str(path)))
-            mm.init_weights()
+            mm = mmdet_swin_from_official(str(path))
             for i, norm in enumerate(norms):
                 getattr(mm, f'norm{i}').load_state_dict(norm.state_dict())
-            mm.eval()
             group.append(Backbone('mmdet V1', mm, lambda x, m=mm: list(m(x))))
         groups[version] = group
     return groups
@@ -223,10 +215,7 @@ def mask_rcnn(ckpt_dir: Path, repeats: int) -> list[str]:
 
 
 def _mmdet_backbone_state(ckpt: Path, ours: torch.nn.Module) -> dict[str, torch.Tensor]:
-    from mmdet.models.backbones import SwinTransformer as MMDetSwin
-    from mmengine.config import ConfigDict
-    mm = MMDetSwin(convert_weights=True, init_cfg=ConfigDict(type='Pretrained', checkpoint=str(ckpt)))
-    mm.init_weights()
+    mm = mmdet_swin_from_official(str(ckpt))
     for i in range(4):
         getattr(mm, f'norm{i}').load_state_dict(getattr(ours, f'norm{i}').state_dict())
     return mm.state_dict()
