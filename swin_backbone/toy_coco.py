@@ -24,12 +24,31 @@ import os.path as osp
 import shutil
 from typing import Any
 
+from dataclasses import asdict, dataclass
+
 import cv2
 import numpy as np
 
 CLASSES = ('circle', 'square', 'triangle', 'star', 'cross')
 _SS = 4  # supersampling factor of the masks the polygons are traced from
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions
+SPEC_FILE = 'toy_coco_spec.json'
+
+
+@dataclass(frozen=True)
+class ToyCocoSpec:
+    """What the generated images look like (sizes in px of the ``image_size`` canvas).
+
+    Attributes:
+        image_size: side of the square images.
+        radius: ``(min, max)`` circumradius of a shape, drawn log-uniformly.
+        objects: ``(min, max)`` shapes per image, inclusive.
+        blob_radius: ``(min, max)`` radius of the irregular clutter blobs.
+    """
+    image_size: int = 128
+    radius: tuple[float, float] = (7.0, 32.0)
+    objects: tuple[int, int] = (2, 7)
+    blob_radius: tuple[float, float] = (3.0, 8.0)
 
 
 def shape_polygon(kind: str, center: tuple[float, float], radius: float, angle: float,
@@ -75,8 +94,9 @@ def _fill(canvas: np.ndarray, polygon: np.ndarray, scale: int, value: Any,
                  shift=_SHIFT)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, spec: ToyCocoSpec) -> np.ndarray:
     """``(size, size, 3)`` uint8 BGR: gradient + noise + lines, dots and blobs (clutter)."""
+    size = spec.image_size
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     direction = rng.normal(size=2)
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -95,7 +115,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     for _ in range(rng.integers(0, 3)):
         n = 9
         t = np.sort(rng.uniform(0, 2 * np.pi, n))
-        r = rng.uniform(3, 8) * rng.uniform(0.5, 1.0, n)
+        r = rng.uniform(*spec.blob_radius) * rng.uniform(0.5, 1.0, n)
         blob = np.stack([r * np.cos(t), r * np.sin(t)], 1) + rng.uniform(8, size - 8, 2)
         _fill(img, blob, 1, rng.uniform(0, 255, 3).tolist(), antialias=True)
     return img
@@ -113,7 +133,7 @@ def _visible_polygons(mask: np.ndarray) -> list[list[float]]:
     return polygons
 
 
-def _place_objects(rng: np.random.Generator, size: int, count: int,
+def _place_objects(rng: np.random.Generator, spec: ToyCocoSpec, count: int,
                    max_tries: int = 60) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """Draw ``count`` shapes one after the other, each on top of the previous ones.
 
@@ -122,11 +142,13 @@ def _place_objects(rng: np.random.Generator, size: int, count: int,
     half visible is retried (up to ``max_tries`` times, then the shape is skipped).
     """
     placed: list[tuple[int, np.ndarray, np.ndarray]] = []
+    size = spec.image_size
     hi = size * _SS
+    log_radius = np.log(spec.radius)
     for _ in range(count):
         for _ in range(max_tries):
             label = int(rng.integers(len(CLASSES)))
-            radius = float(np.exp(rng.uniform(np.log(7), np.log(32))))
+            radius = float(np.exp(rng.uniform(*log_radius)))
             aspect = float(np.exp(rng.uniform(-0.25, 0.25)))
             extent = radius * max(aspect, 1 / aspect) + 1
             if 2 * extent >= size:
@@ -152,7 +174,7 @@ def _visible_fraction(mask: np.ndarray, above: list, new_mask: np.ndarray) -> fl
     return float((mask & ~hidden.astype(bool)).sum()) / max(area, 1)
 
 
-def render_image(seed: int, size: int) -> tuple[np.ndarray, list[dict]]:
+def render_image(seed: int, spec: ToyCocoSpec) -> tuple[np.ndarray, list[dict]]:
     """One image and its annotations (without ids), fully determined by ``seed``.
 
     Returns:
@@ -161,9 +183,10 @@ def render_image(seed: int, size: int) -> tuple[np.ndarray, list[dict]]:
         and ``area`` of the visible part.
     """
     rng = np.random.default_rng(seed)
-    img = _background(rng, size)
+    img = _background(rng, spec)
     bg_mean = img.reshape(-1, 3).mean(0)
-    placed = _place_objects(rng, size, int(rng.integers(2, 8)))
+    low, high = spec.objects
+    placed = _place_objects(rng, spec, int(rng.integers(low, high + 1)))
     for _, polygon, _ in placed:
         color = rng.uniform(0, 255, 3)
         while np.abs(color - bg_mean).sum() < 120:
@@ -186,11 +209,12 @@ def render_image(seed: int, size: int) -> tuple[np.ndarray, list[dict]]:
     return img, anns
 
 
-def _write_split(root: str, split: str, seeds: range, size: int) -> str:
+def _write_split(root: str, split: str, seeds: range, spec: ToyCocoSpec) -> str:
     os.makedirs(osp.join(root, split), exist_ok=True)
     images, annotations = [], []
     for image_id, seed in enumerate(seeds, start=1):
-        img, anns = render_image(seed, size)
+        img, anns = render_image(seed, spec)
+        size = spec.image_size
         file_name = f'{image_id:06d}.png'
         cv2.imwrite(osp.join(root, split, file_name), img)
         images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
@@ -206,10 +230,15 @@ def _write_split(root: str, split: str, seeds: range, size: int) -> str:
     return ann_file
 
 
-def generate_toy_coco(root: str, num_train: int = 400, num_val: int = 100, size: int = 128,
-                      seed: int = 0) -> dict[str, str]:
+def _settings(spec: ToyCocoSpec, num_train: int, num_val: int, seed: int) -> dict[str, Any]:
+    return dict(spec=asdict(spec), num_train=num_train, num_val=num_val, seed=seed)
+
+
+def generate_toy_coco(root: str, num_train: int = 400, num_val: int = 100,
+                      spec: ToyCocoSpec = ToyCocoSpec(), seed: int = 0) -> dict[str, str]:
     """Write the dataset under ``root`` (replacing it), atomically: into ``root.tmp``, then
-    renamed. Train images use seeds ``seed*10**6 + i``, val ``seed*10**6 + 500000 + i``.
+    renamed, with the settings that made it in ``root/toy_coco_spec.json``. Train images use
+    seeds ``seed*10**6 + i``, val ``seed*10**6 + 500000 + i``.
 
     Returns:
         ``{'train': ann_file, 'val': ann_file}``.
@@ -217,22 +246,52 @@ def generate_toy_coco(root: str, num_train: int = 400, num_val: int = 100, size:
     tmp = root.rstrip('/') + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
     base = seed * 10**6
-    _write_split(tmp, 'train', range(base, base + num_train), size)
-    _write_split(tmp, 'val', range(base + 500000, base + 500000 + num_val), size)
+    _write_split(tmp, 'train', range(base, base + num_train), spec)
+    _write_split(tmp, 'val', range(base + 500000, base + 500000 + num_val), spec)
+    with open(osp.join(tmp, SPEC_FILE), 'w') as f:
+        json.dump(_settings(spec, num_train, num_val, seed), f, indent=1)
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
+    return _annotation_files(root)
+
+
+def _annotation_files(root: str) -> dict[str, str]:
     return {split: osp.join(root, 'annotations', f'instances_{split}.json')
             for split in ('train', 'val')}
 
 
-def ensure_toy_coco(root: str, **kwargs: Any) -> tuple[dict[str, str], bool]:
-    """Generate the dataset only if ``root`` has no complete copy yet.
+def _generated_here(root: str) -> bool:
+    """Whether ``root`` holds a toy dataset this module wrote (ours to replace)."""
+    if osp.isfile(osp.join(root, SPEC_FILE)):
+        return True
+    try:  # copies written before the spec file existed
+        with open(_annotation_files(root)['train']) as f:
+            names = [c['name'] for c in json.load(f)['categories']]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return tuple(names) == CLASSES
+
+
+def ensure_toy_coco(root: str, num_train: int = 400, num_val: int = 100,
+                    spec: ToyCocoSpec = ToyCocoSpec(),
+                    seed: int = 0) -> tuple[dict[str, str], bool]:
+    """Generate the dataset unless ``root`` already holds a complete copy made with the
+    same settings; a toy copy made with other settings is regenerated, anything else at
+    ``root`` is left alone (``FileExistsError``).
 
     Returns:
         ``(annotation files by split, whether it was generated now)``.
     """
-    files = {split: osp.join(root, 'annotations', f'instances_{split}.json')
-             for split in ('train', 'val')}
-    if all(osp.isfile(f) for f in files.values()):
+    files = _annotation_files(root)
+    wanted = _settings(spec, num_train, num_val, seed)
+    try:
+        with open(osp.join(root, SPEC_FILE)) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        found = None
+    if found == json.loads(json.dumps(wanted)) and all(osp.isfile(f) for f in files.values()):
         return files, False
-    return generate_toy_coco(root, **kwargs), True
+    if osp.exists(root) and os.listdir(root) and not _generated_here(root):
+        raise FileExistsError(f'{root} exists and is not a toy dataset written by '
+                              f'swin_backbone.toy_coco; move it away or pick another root')
+    return generate_toy_coco(root, num_train, num_val, spec, seed), True

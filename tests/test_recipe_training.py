@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 
 from swin_backbone.runner_checkpoint import allow_runner_checkpoints
-from swin_backbone.toy_coco import generate_toy_coco
+from swin_backbone.toy_coco import ToyCocoSpec, generate_toy_coco
 from swin_backbone.toy_segmentation import ToySpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,8 @@ def _toy_cascade_config(data_root: Path, path: Path) -> Path:
 
 @pytest.mark.slow
 def test_toy_cascade_mask_rcnn_trains_two_iterations(tmp_path: Path) -> None:
-    generate_toy_coco(str(tmp_path / 'toy_coco'), num_train=4, num_val=2, size=96)
+    generate_toy_coco(str(tmp_path / 'toy_coco'), num_train=4, num_val=2,
+                      spec=ToyCocoSpec(image_size=96))
     config = _toy_cascade_config(tmp_path / 'toy_coco', tmp_path / 'toy_cascade.py')
     log = _train(config, tmp_path / 'work')
     assert 'Epoch(train) [1][2/2]' in log

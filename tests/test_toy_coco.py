@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from swin_backbone.toy_coco import (CLASSES, _place_objects, ensure_toy_coco, generate_toy_coco,
-                                    shape_polygon)
+from swin_backbone.toy_coco import (CLASSES, ToyCocoSpec, _place_objects, ensure_toy_coco,
+                                    generate_toy_coco, shape_polygon)
 
 
 def _digest(root: Path) -> str:
@@ -39,9 +39,30 @@ def test_deterministic(toy: Path, tmp_path: Path) -> None:
 
 def test_ensure_generates_only_if_absent(toy: Path) -> None:
     before = _digest(toy)
-    files, generated = ensure_toy_coco(str(toy))
+    files, generated = ensure_toy_coco(str(toy), num_train=6, num_val=30, seed=3)
     assert not generated and _digest(toy) == before
     assert set(files) == {'train', 'val'}
+
+
+def test_ensure_regenerates_a_copy_made_with_other_settings(tmp_path: Path) -> None:
+    root = tmp_path / 'toy_coco'
+    generate_toy_coco(str(root), num_train=2, num_val=2, seed=3)
+    spec = ToyCocoSpec(image_size=64, radius=(6.0, 12.0))
+    _, generated = ensure_toy_coco(str(root), num_train=2, num_val=2, spec=spec, seed=3)
+    assert generated
+    coco = COCO(str(root / 'annotations' / 'instances_train.json'))
+    assert {(img['width'], img['height']) for img in coco.loadImgs(coco.getImgIds())} == {(64, 64)}
+    _, generated = ensure_toy_coco(str(root), num_train=2, num_val=2, spec=spec, seed=3)
+    assert not generated
+
+
+def test_ensure_leaves_foreign_folders_alone(tmp_path: Path) -> None:
+    root = tmp_path / 'mine'
+    root.mkdir()
+    (root / 'notes.txt').write_text('keep me')
+    with pytest.raises(FileExistsError, match='not a toy dataset'):
+        ensure_toy_coco(str(root), num_train=2, num_val=2)
+    assert (root / 'notes.txt').read_text() == 'keep me'
 
 
 def test_annotations_are_consistent_coco(toy: Path) -> None:
@@ -69,7 +90,7 @@ def test_annotations_are_consistent_coco(toy: Path) -> None:
 def test_every_shape_stays_at_least_half_visible() -> None:
     occluded = 0
     for seed in range(10):
-        placed = _place_objects(np.random.default_rng(seed), 128, 7)
+        placed = _place_objects(np.random.default_rng(seed), ToyCocoSpec(), 7)
         for k, (_, _, mask) in enumerate(placed):
             above = np.zeros_like(mask)
             for _, _, m in placed[k + 1:]:
