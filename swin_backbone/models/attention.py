@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
 from .window import log_cpb_coordinates, relative_position_index
 
 
@@ -53,12 +54,12 @@ class WindowAttention(nn.Module):
                              persistent=False)
         self._build_qkv(dim, qkv_bias)
         self._build_position_bias()
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self._mask_cache: tuple[tuple, torch.Tensor] | None = None
 
     def _build_qkv(self, dim: int, qkv_bias: bool) -> None:
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
 
     def _build_position_bias(self) -> None:
         wh, ww = self.window
@@ -175,13 +176,13 @@ class CosineWindowAttention(WindowAttention):
         self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
 
     def _build_qkv(self, dim: int, qkv_bias: bool) -> None:
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.qkv = Linear(dim, dim * 3, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
 
     def _build_position_bias(self) -> None:
-        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
-                                     nn.Linear(512, self.num_heads, bias=False))
+        self.cpb_mlp = nn.Sequential(Linear(2, 512, bias=True), nn.ReLU(inplace=True),
+                                     Linear(512, self.num_heads, bias=False))
         self.register_buffer('relative_coords_table',
                              log_cpb_coordinates(self.window, self.pretrained_window),
                              persistent=False)
@@ -197,7 +198,7 @@ class CosineWindowAttention(WindowAttention):
         if self.q_bias is None:
             return self.qkv(x)
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        return F.linear(x, self.qkv.weight, bias)
+        return self.qkv.with_bias(x, bias)
 
     def _scaled_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         # Normalisation and the logit scale stay in float32 under autocast: the logits reach

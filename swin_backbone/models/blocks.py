@@ -13,6 +13,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from .attention import CosineWindowAttention, WindowAttention, WindowLayout
+from .linear import Linear
 from .window import pad_to, shift_attention_mask, window_grid, window_partition, window_reverse
 
 
@@ -54,10 +55,10 @@ class Mlp(nn.Sequential):
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
 
 
@@ -93,7 +94,7 @@ class PatchMerging(nn.Module):
     def __init__(self, dim: int, post_norm: bool = False) -> None:
         super().__init__()
         self.post_norm = post_norm
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
         self.norm = LayerNorm(2 * dim if post_norm else 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

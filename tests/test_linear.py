@@ -1,0 +1,109 @@
+"""The oneDNN linear path against ``F.linear``: same outputs and gradients, a weight cache
+that follows every weight change, and the plain path wherever oneDNN does not apply."""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swin_backbone import SwinTransformer, SwinTransformerV2
+from swin_backbone.models.linear import Linear, onednn_linear_available, plain_linear
+
+pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason='no oneDNN in this build')
+
+TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
+
+
+def _layer(bias: bool = True) -> Linear:
+    torch.manual_seed(0)
+    return Linear(48, 80, bias=bias)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_inference_matches_f_linear(bias: bool) -> None:
+    layer = _layer(bias)
+    x = torch.randn(2, 7, 9, 48).transpose(1, 2)  # 4-D and not contiguous
+    with torch.no_grad():
+        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+        other = torch.randn(80)
+        assert torch.allclose(layer.with_bias(x, other), F.linear(x, layer.weight, other),
+                              atol=1e-5)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_gradients_match_f_linear(bias: bool) -> None:
+    layer = _layer(bias)
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    grad_out = torch.randn(3, 5, 80)
+    layer(x).backward(grad_out)
+    got = [x.grad] + [p.grad for p in layer.parameters()]
+    x.grad = None
+    layer.zero_grad()
+    F.linear(x, layer.weight, layer.bias).backward(grad_out)
+    want = [x.grad] + [p.grad for p in layer.parameters()]
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-5), (g - w).abs().max()
+
+
+def test_packed_weight_follows_every_weight_change() -> None:
+    layer = _layer()
+    x = torch.randn(4, 48)
+    with torch.no_grad():
+        layer(x)  # builds the packed copy
+        layer.weight.mul_(2)  # in-place, as an optimiser step
+        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+        layer.load_state_dict({'weight': torch.randn(80, 48), 'bias': torch.randn(80)})
+        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+        layer.weight = nn.Parameter(torch.randn(80, 48))  # a new tensor
+        assert torch.allclose(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5)
+
+
+def test_same_state_dict_and_copies_drop_the_cache() -> None:
+    layer = _layer()
+    assert layer.state_dict().keys() == nn.Linear(48, 80).state_dict().keys()
+    with torch.no_grad():
+        layer(torch.randn(2, 48))
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert clone._packed is None
+        x = torch.randn(2, 48)
+        with torch.no_grad():
+            assert torch.allclose(clone(x), layer(x), atol=1e-6)
+
+
+def test_other_dtypes_and_autocast_take_f_linear() -> None:
+    layer = _layer()
+    x = torch.randn(4, 48)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16
+    double = copy.deepcopy(layer).double()
+    assert double(x.double()).dtype == torch.float64
+    with torch.no_grad():
+        assert layer(torch.randn(0, 48)).shape == (0, 80)
+
+
+@pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
+def test_backbone_fast_path_equals_plain_path(cls) -> None:
+    """Outputs (eval) and every parameter gradient (train) with oneDNN and with F.linear."""
+    torch.manual_seed(0)
+    model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1))
+    x = torch.randn(2, 3, 37, 45)
+
+    def run(train: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        model.train(train)
+        model.zero_grad()
+        with torch.set_grad_enabled(train):
+            outs = model(x)
+        if train:
+            sum((o * torch.linspace(-1, 1, o.shape[-1])).sum() for o in outs).backward()
+        return [o.detach() for o in outs], [p.grad for p in model.parameters() if train]
+
+    for train in (False, True):
+        fast_outs, fast_grads = run(train)
+        with plain_linear():
+            plain_outs, plain_grads = run(train)
+        for a, b in zip(fast_outs + fast_grads, plain_outs + plain_grads):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
