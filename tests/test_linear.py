@@ -68,16 +68,29 @@ def test_same_state_dict_and_copies_drop_the_cache() -> None:
     with torch.no_grad():
         layer(torch.randn(2, 48))
     for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
-        assert clone._packed is None
+        assert clone._packed == {}
         x = torch.randn(2, 48)
         with torch.no_grad():
             assert torch.allclose(clone(x), layer(x), atol=1e-6)
 
 
+def test_bf16_autocast_inference_matches_autocast_f_linear() -> None:
+    layer = _layer()
+    x = torch.randn(64, 48)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        got, want = layer(x), F.linear(x, layer.weight, layer.bias)
+        layer.weight.mul_(-1)  # the packed bf16 copy follows
+        flipped = layer(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    assert torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+    assert torch.allclose(flipped.float(), 2 * layer.bias.bfloat16().float() - got.float(),
+                          rtol=2e-2, atol=5e-2)
+
+
 def test_other_dtypes_and_autocast_take_f_linear() -> None:
     layer = _layer()
     x = torch.randn(4, 48)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # with autograd: autocast's own path
         assert layer(x).dtype == torch.bfloat16
     double = copy.deepcopy(layer).double()
     assert double(x.double()).dtype == torch.float64

@@ -146,6 +146,24 @@ def summarise(title: str, times: dict[str, list[float]], ours: str,
     return rows
 
 
+def bf16_against_fp32(groups: dict[int, list[Backbone]], size: tuple[int, int],
+                      repeats: int) -> list[str]:
+    """Rows ``| ours Vn | size | fp32 ms | bf16 ms | speed-up | max|bf16 - fp32| / std |``:
+    our own backbone with and without bf16 autocast, interleaved, on generated weights."""
+    rows = []
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    for version, group in sorted(groups.items(), reverse=True):
+        ours = group[0]
+        fns = {'fp32': inference_fn(ours, x, False), 'bf16': inference_fn(ours, x, True)}
+        times = {k: statistics.median(v) for k, v in interleaved(fns, repeats).items()}
+        ref, low = fns['fp32'](), fns['bf16']()
+        errors = [((b.float() - a).abs().max() / a.std()).item() for a, b in zip(ref, low)]
+        rows.append(f'| {ours.name} | {size[0]}x{size[1]} | {times["fp32"] * 1000:.0f} | '
+                    f'{times["bf16"] * 1000:.0f} | {times["fp32"] / times["bf16"]:.2f}x | '
+                    + ' / '.join(f'{100 * e:.1f} %' for e in errors) + ' |')
+    return rows
+
+
 def scaling(groups: dict[int, list[Backbone]], sizes: list[int], repeats: int,
             out: Path) -> list[str]:
     """Time against pixels for ours; fit ``time ~ pixels ** k`` from 512 up; plot."""
@@ -276,6 +294,10 @@ def main() -> None:
                     fns = {b.name: inference_fn(b, x, bf16) for b in peers[version]}
                     title = f'V{version} forward {size[0]}x{size[1]} {"bf16" if bf16 else "fp32"}'
                     lines += summarise(title, interleaved(fns, repeats), f'ours V{version}')
+        lines += ['', '## bf16 autocast against our fp32 (forward, batch 1; error per stage)',
+                  '', '| model | input | fp32 ms | bf16 ms | speed-up | max abs diff / fp32 std |',
+                  '|---|---|---|---|---|---|']
+        lines += bf16_against_fp32(groups, (800, 1344), repeats)
         train_groups = build_backbones(ckpt_dir, (512, 512))
         x = torch.randn(2, 3, 512, 512)
         for version in (2, 1):

@@ -8,13 +8,14 @@ keys and only changes which library multiplies:
 
 * without autograd (inference): ``torch.ops.mkldnn._linear_pointwise`` with the weight
   reordered once into oneDNN's blocked layout, cached until the weight changes (its
-  version counter or storage);
+  version counter or storage); under CPU bf16 autocast the same in bfloat16, the dtype
+  autocast would use, with the bf16 copy of the weight packed once instead of cast per call;
 * with autograd (training): a ``Function`` whose forward and input gradient run on oneDNN
   and whose weight gradient is one MKL ``mm`` (MKL reads the transposed operand in place).
 
-Everything else keeps ``F.linear``: other devices and dtypes, autocast, ``torch.compile``
-(inductor packs weights itself), and any call inside :func:`plain_linear`, the reference
-path the tests compare against.
+Everything else keeps ``F.linear``: other devices and dtypes, fp16 autocast, autocast with
+autograd, ``torch.compile`` (inductor packs weights itself), and any call inside
+:func:`plain_linear`, the reference path the tests compare against.
 """
 from __future__ import annotations
 
@@ -53,12 +54,20 @@ def plain_linear() -> Iterator[None]:
         _state.plain = previous
 
 
-def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (_AVAILABLE and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.device.type == 'cpu' and weight.device.type == 'cpu' and x.numel() > 0
-            and not getattr(_state, 'plain', False)
-            and not torch.is_autocast_enabled('cpu')
-            and not torch.compiler.is_compiling())
+def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype oneDNN should multiply ``x`` and ``weight`` in, or None for ``F.linear``:
+    float32 for float32 tensors; bfloat16 under CPU bf16 autocast without autograd (the
+    dtype autocast itself would pick, with the cast weight kept packed)."""
+    if not (_AVAILABLE and weight.dtype == torch.float32 and x.device.type == 'cpu'
+            and weight.device.type == 'cpu' and x.numel() > 0
+            and not getattr(_state, 'plain', False) and not torch.compiler.is_compiling()):
+        return None
+    if torch.is_autocast_enabled('cpu'):
+        if (torch.get_autocast_dtype('cpu') == torch.bfloat16 and not torch.is_grad_enabled()
+                and x.dtype in (torch.float32, torch.bfloat16)):
+            return torch.bfloat16
+        return None
+    return torch.float32 if x.dtype == torch.float32 else None
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -97,7 +106,7 @@ class Linear(nn.Linear):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._packed: tuple[tuple, torch.Tensor] | None = None
+        self._packed: dict[torch.dtype, tuple[tuple, torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features) -> (..., out_features)``."""
@@ -105,23 +114,28 @@ class Linear(nn.Linear):
 
     def with_bias(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """This layer's weight with another bias (V2's qkv bias is assembled from q and v)."""
-        if not _onednn_applies(x, self.weight):
+        dtype = _onednn_dtype(x, self.weight)
+        if dtype is None:
             return F.linear(x, self.weight, bias)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
-            return _OneDnnLinear.apply(x, self.weight, bias)
-        return _onednn(x, self._packed_weight(), bias)
+            return _OneDnnLinear.apply(x, self.weight, bias)  # float32 only, see above
+        bias = None if bias is None else bias.detach().to(dtype)
+        return _onednn(x.to(dtype), self._packed_weight(dtype), bias)
 
-    def _packed_weight(self) -> torch.Tensor:
+    def _packed_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight in ``dtype``, reordered into oneDNN's layout; rebuilt when the weight
+        changes (in place: version counter; replaced or moved: storage)."""
         weight = self.weight
         key = (weight._version, weight.data_ptr(), tuple(weight.shape))
-        if self._packed is None or self._packed[0] != key:
+        cached = self._packed.get(dtype)
+        if cached is None or cached[0] != key:
             with torch.no_grad():
-                packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
-            self._packed = (key, packed)
-        return self._packed[1]
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None)
+            cached = self._packed[dtype] = (key, packed)
+        return cached[1]
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state['_packed'] = None  # a cache in oneDNN's layout: rebuilt on first use
+        state['_packed'] = {}  # caches in oneDNN's layout: rebuilt on first use
         return state
