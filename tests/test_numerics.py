@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from swin_backbone import SwinTransformerV2
+from swin_backbone.models.attention import unit_vectors
 from swin_backbone.models.blocks import LayerNorm, SwinStage
 
 TINY = dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
@@ -20,20 +22,35 @@ def v2_stage() -> SwinStage:
     return stage
 
 
-@pytest.mark.parametrize('scale', [1e4, 1e6])
-def test_bf16_autocast_with_huge_activations_stays_finite(scale):
+@pytest.mark.parametrize('dtype,scale', [(torch.bfloat16, 1e4), (torch.bfloat16, 1e6),
+                                         (torch.float16, 1e2), (torch.float16, 1e4)])
+def test_autocast_with_huge_activations_stays_finite(dtype, scale):
     # The V2 residual stream is not normalised before attention and MLP (post-norm):
-    # activations of this size are what overflows a naive fp16 path.
+    # at these sizes the logits of a naive path (unnormalised q @ k^T in fp16) overflow.
     stage = v2_stage()
-    x = (torch.randn(2, 9, 13, 32) * scale).requires_grad_()
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    x = (torch.randn(2, 9, 13, 32) * scale).requires_grad_()  # padded to 12x16 inside
+    with torch.no_grad():
+        q, k = (x.half() @ stage.blocks[0].attn.qkv.weight.half().t()).flatten(0, 2).split(32, -1)[:2]
+        assert not torch.isfinite(q @ k.t()).all()
+    with torch.autocast('cpu', dtype=dtype):
         out, merged = stage(x)
     assert torch.isfinite(out).all() and torch.isfinite(merged).all()
     (out.float().square().mean() + merged.float().mean()).backward()
     assert torch.isfinite(x.grad).all()
-    grads = [p.grad for p in stage.parameters() if p.grad is not None]
+    grads = {n: p.grad for n, p in stage.named_parameters() if p.grad is not None}
     assert len(grads) == len(list(stage.parameters()))
-    assert all(torch.isfinite(g).all() for g in grads)
+    assert [n for n, g in grads.items() if not torch.isfinite(g).all()] == []
+
+
+def test_unit_vectors_equal_normalize_with_zero_gradient_at_zero():
+    x = torch.randn(5, 8, dtype=torch.float64)
+    x[1] = 0.
+    x.requires_grad_()
+    assert torch.equal(unit_vectors(x), F.normalize(x, dim=-1))
+    unit_vectors(x).sum().backward()
+    assert torch.equal(x.grad[1], torch.zeros(8, dtype=torch.float64))
+    want = torch.autograd.grad(F.normalize(x, dim=-1)[[0, 2, 3, 4]].sum(), x)[0]
+    assert torch.allclose(x.grad[[0, 2, 3, 4]], want[[0, 2, 3, 4]], atol=1e-12)
 
 
 def test_sensitive_parts_run_in_float32_under_autocast():

@@ -206,6 +206,21 @@ class CosineWindowAttention(WindowAttention):
         dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(q.device.type, enabled=False):
             scale = torch.clamp(self.logit_scale.to(dtype), max=self.max_logit_scale).exp()
-            q = F.normalize(q.to(dtype), dim=-1) * scale
-            k = F.normalize(k.to(dtype), dim=-1)
+            q = unit_vectors(q.to(dtype)) * scale
+            k = unit_vectors(k.to(dtype))
         return q, k, 1.0
+
+
+def unit_vectors(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=-1)`` whose gradient at an all-zero vector is zero, not ``1/eps``.
+
+    Zero vectors are real here: the padded tokens' keys (no k bias, zero input) and, while
+    ``q_bias`` is zero, their queries. ``F.normalize`` sends them a gradient of ``1e12``
+    times the incoming one; the product with their zero input is still zero in float32,
+    but under fp16 autocast the gradient overflows to inf on its way back into the qkv
+    projection and ``inf * 0`` turns its weight gradient into NaN. Values are identical
+    for every vector of norm above ``1e-12``.
+    """
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    nonzero = norm > 0
+    return torch.where(nonzero, x / torch.where(nonzero, norm, torch.ones_like(norm)), 0.)
