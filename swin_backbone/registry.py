@@ -5,6 +5,7 @@ mmdet and mmseg register a ``SwinTransformer`` of their own, so an unprefixed na
 silently pick theirs. Building from mmdet's or mmseg's registry finds ours through the
 shared mmengine root.
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import Registry
@@ -14,3 +15,5 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='swin_backbone',
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
     scope='swin_backbone', locations=['swin_backbone.optim'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='swin_backbone',
+                 locations=['swin_backbone.hooks'])

@@ -1,6 +1,14 @@
-"""A minimal mmengine Runner (linear model, random data) that saves real checkpoints fast."""
+"""A minimal mmengine Runner (linear model, random data) that saves real checkpoints fast.
+
+Its training draws from every generator ``RandomStateHook`` restores, as a detector's does:
+dropout (torch, like drop-path), noise from numpy's global generator (like ``RandomFlip``) and
+a scale from Python's ``random``.
+"""
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
@@ -12,10 +20,11 @@ class _Linear(BaseModel):
     def __init__(self) -> None:
         super().__init__()
         self.linear = nn.Linear(4, 1)
+        self.dropout = nn.Dropout(0.5)
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, mode: str = 'tensor'):
         """inputs (B, 4), targets (B, 1); 'loss' mode returns the MSE."""
-        out = self.linear(inputs)
+        out = self.linear(self.dropout(inputs))
         if mode == 'loss':
             return {'loss': ((out - targets) ** 2).mean()}
         return out
@@ -27,12 +36,16 @@ class _Random(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(i)
-        return {'inputs': torch.randn(4, generator=g), 'targets': torch.randn(1, generator=g)}
+        noise = torch.from_numpy(np.random.normal(0, 0.1, 4).astype(np.float32))
+        inputs = torch.randn(4, generator=g) * random.uniform(0.9, 1.1) + noise
+        return {'inputs': inputs, 'targets': torch.randn(1, generator=g)}
 
 
-def tiny_runner(work_dir: str, max_iters: int = 2, **kwargs) -> Runner:
+def tiny_runner(work_dir: str, max_iters: int = 2, diff_rank_seed: bool = False,
+                **kwargs) -> Runner:
     """An iteration-based Runner saving ``iter_N.pth`` every iteration into ``work_dir``;
-    the same weights, data order and losses in every process."""
+    the same weights, data order and losses in every process (and, with ``diff_rank_seed``,
+    other random draws on each rank)."""
     torch.manual_seed(0)  # the model is built before the Runner seeds anything
     return Runner(
         model=_Linear(), work_dir=work_dir,
@@ -44,21 +57,27 @@ def tiny_runner(work_dir: str, max_iters: int = 2, **kwargs) -> Runner:
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), default_scope='mmengine', **kwargs)
+        randomness=dict(seed=0, diff_rank_seed=diff_rank_seed), default_scope='mmengine',
+        **kwargs)
 
 
 def _main() -> None:
     """``python tests/runner_utils.py WORK_DIR MAX_ITERS [--resume] [--sleep S]
-    [--no-allow-list]``: train the tiny runner through the tools' checkpoint handling and
-    print one ``loss <iter> <value>`` line per iteration (for the kill / resume tests)."""
+    [--no-allow-list] [--no-rng-hook] [--launcher pytorch]``: train the tiny runner through
+    the tools' checkpoint handling (atomic saves, the allow-list, ``RandomStateHook``) and print
+    one ``loss <iter> <value>`` line per iteration, ``rank<r> loss <iter> <value>`` under
+    torchrun (gloo, each rank with its own seed)."""
     import argparse
     import copyreg
+    import sys
     import time
 
+    import torch.distributed as dist
     from mmengine.hooks import Hook
     from mmengine.logging import HistoryBuffer
 
     from swin_backbone import runner_checkpoint as rc
+    from swin_backbone.hooks import RandomStateHook
 
     parser = argparse.ArgumentParser()
     parser.add_argument('work_dir')
@@ -67,23 +86,38 @@ def _main() -> None:
     parser.add_argument('--sleep', type=float, default=0.0)
     parser.add_argument('--no-allow-list', action='store_true',
                         help='only register the HistoryBuffer reducer, as a save-side check')
+    parser.add_argument('--no-rng-hook', action='store_true',
+                        help='without RandomStateHook (plain mmengine resume)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
     args = parser.parse_args()
     if args.no_allow_list:
         copyreg.pickle(HistoryBuffer, rc._reduce_history_buffer)
     else:
         rc.allow_runner_checkpoints()
     rc.enable_atomic_checkpoints()
+    extra = {}
+    prefix = ''
+    if args.launcher == 'pytorch':
+        dist.init_process_group('gloo')
+        extra = dict(launcher='pytorch', diff_rank_seed=True, cfg=dict(model_wrapper_cfg=dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False)))
+        prefix = f'rank{dist.get_rank()} '
 
     class _Report(Hook):
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-            print(f'loss {runner.iter + 1} {outputs["loss"].item():.10f}', flush=True)
+            # one write per line: the ranks of a torchrun share stdout
+            sys.stdout.write(f'{prefix}loss {runner.iter + 1} {outputs["loss"].item()!r}\n')
+            sys.stdout.flush()
             time.sleep(args.sleep)
 
+    hooks = [_Report()] if args.no_rng_hook else [_Report(), RandomStateHook()]
     resume_from = rc.latest_complete_checkpoint(args.work_dir) if args.resume else None
-    runner = tiny_runner(args.work_dir, args.max_iters, custom_hooks=[_Report()],
+    runner = tiny_runner(args.work_dir, args.max_iters, custom_hooks=hooks,
                          resume=resume_from is not None, load_from=resume_from,
-                         log_level='WARNING')
+                         log_level='WARNING', **extra)
     runner.train()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -2,14 +2,19 @@
 after SIGKILL with the same losses as an uninterrupted run (issue 4 point 3, issue 7 points 3-4).
 
 The Runner here is tests/runner_utils.py's linear model: real mmengine checkpoints in
-milliseconds. Each check that depends on process-wide state (torch's allow-list, copyreg)
-runs in a subprocess.
+milliseconds, an ``IterBasedTrainLoop`` (mmengine fast-forwards its dataloader on resume) and
+draws from torch, numpy and Python's generators, which ``RandomStateHook`` restores. Each
+check that depends on process-wide state (torch's allow-list, copyreg) runs in a subprocess.
+tests/test_interrupted_training.py does the same with a detector through tools/train.py.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,9 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, str(REPO / 'tests' / 'runner_utils.py')]
 
 
-def _losses(stdout: str) -> dict[int, float]:
-    return {int(i): float(v) for _, i, v in
-            (line.split() for line in stdout.splitlines() if line.startswith('loss '))}
+def _losses(stdout: str, rank: int | None = None) -> dict[int, float]:
+    """``{iteration: loss}`` from ``loss <iter> <value>`` lines, or under torchrun from rank
+    ``rank``'s ``rank<r> loss <iter> <value>``."""
+    pattern = r'^loss (\d+) (\S+)$' if rank is None else rf'rank{rank} loss (\d+) ([\d.e-]+)\n'
+    return {int(i): float(v) for i, v in re.findall(pattern, stdout, flags=re.M)}
 
 
 _ABLATION = """
@@ -53,6 +60,8 @@ def test_allow_list_is_exactly_what_a_runner_checkpoint_needs(tmp_path: Path) ->
     it does not; the only entries a fresh file does not use are the numpy 1 spellings."""
     subprocess.run([*RUNNER, str(tmp_path), '2', '--no-allow-list'], check=True,
                    capture_output=True)
+    allow_runner_checkpoints()
+    assert len(torch.load(tmp_path / 'iter_2.pth', weights_only=True)['rng_states']) == 1
     out = subprocess.run([sys.executable, '-c', _ABLATION.format(repo=str(REPO)),
                           str(tmp_path / 'iter_2.pth')],
                          check=True, capture_output=True, text=True).stdout
@@ -141,7 +150,8 @@ def test_latest_complete_checkpoint_skips_truncated_files(tmp_path: Path) -> Non
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path) -> None:
     """Kill a run (SIGKILL) after a few iterations, resume it from the newest complete
-    checkpoint, and compare every later loss with a run that was never interrupted."""
+    checkpoint, and compare every later loss with a run that was never interrupted: equal to
+    the bit, dropout, numpy noise and Python's random scale included."""
     iters = 8
     reference = subprocess.run([*RUNNER, str(tmp_path / 'ref'), str(iters)], check=True,
                                capture_output=True, text=True)
@@ -166,5 +176,56 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path: Path) -> None:
                              capture_output=True, text=True)
     got = _losses(resumed.stdout)
     assert sorted(got) == list(range(start + 1, iters + 1))
-    for i in got:
-        assert got[i] == pytest.approx(expected[i], rel=1e-6, abs=1e-7), i
+    assert got == {i: expected[i] for i in got}
+
+
+def test_resume_without_random_state_hook_draws_other_numbers(tmp_path: Path) -> None:
+    """The control: plain mmengine re-seeds on resume, so the same resume gives other losses
+    (the test above would catch a hook that restored nothing)."""
+    reference = subprocess.run([*RUNNER, str(tmp_path / 'ref'), '6', '--no-rng-hook'],
+                               check=True, capture_output=True, text=True)
+    (tmp_path / 'resumed').mkdir()
+    shutil.copy(tmp_path / 'ref' / 'iter_3.pth', tmp_path / 'resumed')
+    resumed = subprocess.run([*RUNNER, str(tmp_path / 'resumed'), '6', '--resume',
+                              '--no-rng-hook'], check=True, capture_output=True, text=True)
+    expected, got = _losses(reference.stdout), _losses(resumed.stdout)
+    assert sorted(got) == [4, 5, 6]
+    assert all(got[i] != expected[i] for i in got), (got, expected)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+         '--master_port', str(_free_port()), *RUNNER[1:], *args, '--launcher', 'pytorch'],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_two_processes_resume_each_with_its_own_states(tmp_path: Path) -> None:
+    """2 gloo processes with their own seeds (``diff_rank_seed``): rank 0's checkpoint holds
+    both ranks' states, each rank gets its own back; resuming on 1 process warns and keeps the
+    fresh seed instead."""
+    expected = _torchrun(str(tmp_path / 'ref'), '6')
+    allow_runner_checkpoints()
+    states = torch.load(tmp_path / 'ref' / 'iter_3.pth', weights_only=True)['rng_states']
+    assert len(states) == 2 and not torch.equal(states[0]['torch'], states[1]['torch'])
+    for work in ('two', 'one'):
+        (tmp_path / work).mkdir()
+        shutil.copy(tmp_path / 'ref' / 'iter_3.pth', tmp_path / work)
+    got = _torchrun(str(tmp_path / 'two'), '6', '--resume')
+    for rank in (0, 1):
+        reference = _losses(expected, rank)
+        assert sorted(reference) == list(range(1, 7))
+        assert _losses(got, rank) == {i: reference[i] for i in (4, 5, 6)}, rank
+    one = subprocess.run([*RUNNER, str(tmp_path / 'one'), '6', '--resume'], check=True,
+                         capture_output=True, text=True)
+    assert 'random states of 2 processes, this run has 1: not restored' in one.stdout + one.stderr
+    assert sorted(_losses(one.stdout)) == [4, 5, 6]

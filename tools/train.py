@@ -8,7 +8,14 @@ Usage:
 The registry scope comes from the config's ``default_scope`` (``mmdet`` or ``mmseg``);
 ``swin_backbone`` is imported first so ``swin_backbone.SwinTransformer(V2)`` resolve.
 Runner checkpoints are written atomically and load with ``weights_only=True``
-(``swin_backbone/runner_checkpoint.py``).
+(``swin_backbone/runner_checkpoint.py``), and carry every rank's random-generator states:
+``swin_backbone.RandomStateHook`` is appended to ``custom_hooks`` unless the config lists it,
+so a resumed run draws the same flips and drop-path masks as an uninterrupted one. The hook
+is added here rather than in a base config because ``custom_hooks`` is a list, which a child
+config replaces instead of merging (adding an ``EMAHook`` would silently drop it), and because
+every config trained with this script (mmdet's and mmseg's) gets it; the config dumped to the
+work dir shows it. Runs started by other scripts get it by listing
+``dict(type='swin_backbone.RandomStateHook')`` in ``custom_hooks``.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
+from swin_backbone.hooks import with_random_state_hook  # noqa: E402
 from swin_backbone.launch import setup_cpu_distributed  # noqa: E402
 from swin_backbone.runner_checkpoint import (allow_runner_checkpoints,  # noqa: E402
                                              enable_atomic_checkpoints,
@@ -59,6 +67,7 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    cfg.custom_hooks = with_random_state_hook(cfg.get('custom_hooks'))
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
