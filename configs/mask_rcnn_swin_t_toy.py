@@ -7,8 +7,10 @@ written to data/toy_coco/ by ``tools/demo_detection.py``) need:
 * model width / depth: a narrow, shallow SwinV2 (48-384 channels, window 8, random init),
   64-channel FPN and heads, RPN anchors of 16 px at stride 4 (toy objects are 8-64 px),
   2 mask-head convs, fewer sampled proposals / RoIs (64 per image);
-* schedule: 20 epochs of 100 iterations, lr 2e-3 (no pre-training to protect) with
-  cosine decay, validation every 5 epochs logged by iteration for the plot.
+* normalisation for training from scratch: GroupNorm in the FPN and the heads, with the
+  4-conv box head that carries it (see below), RoIAlign with 2x2 samples per bin;
+* schedule: 22 epochs of 100 iterations, lr 2e-3 (no pre-training to protect) with
+  cosine decay, validation every 6 epochs logged by iteration for the plot.
 Run it with ``make demo``.
 """
 _base_ = ['./mask_rcnn_swin_t.py']
@@ -20,9 +22,14 @@ metainfo = dict(classes=classes,
 data_root = 'data/toy_coco/'
 image_size = (128, 128)
 embed_dims = 48
-max_epochs = 20
-val_interval = 5
+max_epochs = 22
+val_interval = 6
 
+# Training from random initialisation needs normalised heads (He et al., "Rethinking
+# ImageNet Pre-training", and mmdet's configs/scratch): GroupNorm in the FPN, a 4-conv
+# box head and the mask head. Measured on the toy data after 800 iterations: 0.110 / 0.135
+# bbox / segm mAP with GN heads against 0.056 / 0.051 with mmdet's plain heads.
+norm_cfg = dict(type='GN', num_groups=16, requires_grad=True)
 model = dict(
     backbone=dict(
         arch=dict(_delete_=True, embed_dims=embed_dims, depths=[2, 2, 2, 2],
@@ -31,13 +38,15 @@ model = dict(
         pretrained_window_size=0,
         drop_path_rate=0.1,
         init_cfg=None),
-    neck=dict(in_channels=[embed_dims * 2**i for i in range(4)], out_channels=64),
+    neck=dict(in_channels=[embed_dims * 2**i for i in range(4)], out_channels=64,
+              norm_cfg=norm_cfg),
     rpn_head=dict(in_channels=64, feat_channels=64, anchor_generator=dict(scales=[4])),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64),
-        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=len(classes)),
-        mask_roi_extractor=dict(out_channels=64),
-        mask_head=dict(num_convs=2, in_channels=64, conv_out_channels=64,
+        bbox_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        bbox_head=dict(type='Shared4Conv1FCBBoxHead', in_channels=64, conv_out_channels=64,
+                       fc_out_channels=256, norm_cfg=norm_cfg, num_classes=len(classes)),
+        mask_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        mask_head=dict(num_convs=2, in_channels=64, conv_out_channels=64, norm_cfg=norm_cfg,
                        num_classes=len(classes))),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
