@@ -96,6 +96,8 @@ def test_other_dtypes_and_autocast_take_f_linear() -> None:
     assert double(x.double()).dtype == torch.float64
     with torch.no_grad():
         assert layer(torch.randn(0, 48)).shape == (0, 80)
+        traced = torch.jit.trace(layer, x)  # mmengine.analysis counts FLOPs on traces
+    assert 'aten::linear' in str(traced.graph) and 'mkldnn' not in str(traced.graph)
 
 
 @pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])

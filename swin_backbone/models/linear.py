@@ -14,7 +14,8 @@ keys and only changes which library multiplies:
   and whose weight gradient is one MKL ``mm`` (MKL reads the transposed operand in place).
 
 Everything else keeps ``F.linear``: other devices and dtypes, fp16 autocast, autocast with
-autograd, ``torch.compile`` (inductor packs weights itself), and any call inside
+autograd, ``torch.compile`` (inductor packs weights itself), ``torch.jit.trace`` (so
+``mmengine.analysis`` counts FLOPs of ``aten::linear``), and any call inside
 :func:`plain_linear`, the reference path the tests compare against.
 """
 from __future__ import annotations
@@ -60,7 +61,8 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     dtype autocast itself would pick, with the cast weight kept packed)."""
     if not (_AVAILABLE and weight.dtype == torch.float32 and x.device.type == 'cpu'
             and weight.device.type == 'cpu' and x.numel() > 0
-            and not getattr(_state, 'plain', False) and not torch.compiler.is_compiling()):
+            and not getattr(_state, 'plain', False) and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()):
         return None
     if torch.is_autocast_enabled('cpu'):
         if (torch.get_autocast_dtype('cpu') == torch.bfloat16 and not torch.is_grad_enabled()
