@@ -294,10 +294,6 @@ def main() -> None:
                     fns = {b.name: inference_fn(b, x, bf16) for b in peers[version]}
                     title = f'V{version} forward {size[0]}x{size[1]} {"bf16" if bf16 else "fp32"}'
                     lines += summarise(title, interleaved(fns, repeats), f'ours V{version}')
-        lines += ['', '## bf16 autocast against our fp32 (forward, batch 1; error per stage)',
-                  '', '| model | input | fp32 ms | bf16 ms | speed-up | max abs diff / fp32 std |',
-                  '|---|---|---|---|---|---|']
-        lines += bf16_against_fp32(groups, (800, 1344), repeats)
         train_groups = build_backbones(ckpt_dir, (512, 512))
         x = torch.randn(2, 3, 512, 512)
         for version in (2, 1):
@@ -307,6 +303,10 @@ def main() -> None:
             lines += summarise(f'V{version} train step 2x512x512 fp32',
                                interleaved(fns, repeats), f'ours V{version}', memory)
         lines += mask_rcnn(ckpt_dir, repeats)
+        lines += ['', '## bf16 autocast against our fp32 (forward, batch 1; error per stage)',
+                  '', '| model | input | fp32 ms | bf16 ms | speed-up | max abs diff / fp32 std |',
+                  '|---|---|---|---|---|---|']
+        lines += bf16_against_fp32(groups, (800, 1344), repeats)
 
         sizes = [256, 512, 1024, 1536] if args.quick else [256, 512, 768, 1024, 1280, 1536]
         lines += ['', '## Time against image size (fp32, batch 1; exponent of time ~ pixels^k '

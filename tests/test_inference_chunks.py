@@ -1,0 +1,33 @@
+"""Inference runs the MLP branch over token chunks that stay in cache; the result is the one
+of the whole map at once, which is what runs whenever autograd is on."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from swin_backbone import SwinTransformer, SwinTransformerV2
+from swin_backbone.models import blocks
+
+TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
+
+
+@pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
+def test_chunked_feed_forward_equals_whole_map(cls, monkeypatch) -> None:
+    monkeypatch.setattr(blocks, '_FEED_FORWARD_CHUNK', 1024)  # 256-token chunks here
+    torch.manual_seed(0)
+    model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1)).eval()
+    x = torch.randn(2, 3, 77, 93)  # 2 x 20 x 24 stage-1 tokens: 3.75 chunks
+    calls = []
+    model.stages[0].blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[:-1].numel()))
+    with torch.no_grad():
+        chunked = model(x)
+    assert calls == [256, 256, 256, 192]
+    whole = model(x)  # autograd on: no chunks
+    for a, b in zip(chunked, whole):
+        assert torch.allclose(a, b.detach(), rtol=1e-5, atol=1e-6), (a - b).abs().max()
+
+    model.train()  # drop-path is per sample: training mode never chunks, even without grad
+    calls.clear()
+    with torch.no_grad():
+        model(x)
+    assert calls == [2 * 20 * 24]
