@@ -6,7 +6,8 @@
    ``tools/train.py`` (a subprocess; its log, with iteration progress and ETA, streams to
    the terminal);
 3. evaluates the final checkpoint through ``tools/test.py`` (mmdet's ``CocoMetric``) and
-   paints a few predictions next to the ground truth;
+   paints a few predictions next to the ground truth; scores the same predictions with all
+   classes merged too, to show how much of the gap to a perfect score is classification;
 4. plots training loss and validation mAP against the iteration;
 5. prints the metrics, the wall time of each step and where everything is.
 
@@ -101,10 +102,13 @@ def main() -> None:
     t0 = time.time()
     vis_dir = osp.join(work_dir, 'vis')
     shutil.rmtree(vis_dir, ignore_errors=True)
+    results = osp.join(work_dir, 'results')  # CocoMetric writes results.{bbox,segm}.json
+    test_options = [*args.cfg_options, f'test_evaluator.outfile_prefix={results}']
     run([python, 'tools/test.py', args.config, checkpoint, '--work-dir', work_dir,
-         '--show-dir', vis_dir, *extra])
+         '--show-dir', vis_dir, '--cfg-options', *test_options])
     times['test'] = time.time() - t0
     metrics = newest_test_metrics(work_dir, since=t0)
+    metrics.update(class_agnostic_map(files['val'], results))
     grid = prediction_grid(vis_dir, osp.join(work_dir, 'predictions.png'), args.num_vis)
 
     banner('4/4 training curves', start)
@@ -113,6 +117,28 @@ def main() -> None:
                                 title='SwinV2 Mask R-CNN on toy shapes, from scratch')
     times['total'] = time.time() - start
     summarize(metrics, times, work_dir, checkpoint, plot, vis_dir, grid)
+
+
+def class_agnostic_map(ann_file: str, results: str) -> dict[str, float]:
+    """mAP of the same predictions with every class merged (pycocotools ``useCats=0``):
+    how far localisation and masks are from the class-aware numbers, i.e. what the
+    classifier costs. Keys ``agnostic/bbox_mAP`` and ``agnostic/segm_mAP``."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ann_file)
+        found = {}
+        for kind in ('bbox', 'segm'):
+            evaluator = COCOeval(gt, gt.loadRes(f'{results}.{kind}.json'), kind)
+            evaluator.params.useCats = 0
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            found[f'agnostic/{kind}_mAP'] = round(float(evaluator.stats[0]), 3)
+    return found
 
 
 def prediction_grid(vis_dir: str, out_file: str, count: int, scale: int = 2) -> str:
@@ -142,6 +168,9 @@ def summarize(metrics: dict, times: dict, work_dir: str, checkpoint: str, plot: 
               f'{"met" if value >= target else "NOT met"})')
     print('other metrics:  ' + ', '.join(f'{k.split("/")[-1]} {v:.3f}' for k, v in metrics.items()
                                          if k.startswith('coco/') and k not in TARGET))
+    print('class-agnostic: ' + ', '.join(f'{k.split("/")[-1]} {v:.3f}' for k, v in metrics.items()
+                                         if k.startswith('agnostic/'))
+          + '  (every class merged: what boxes and masks reach if the class were free)')
     print('wall time:      ' + ', '.join(f'{k} {v / 60:.1f} min' for k, v in times.items()))
     print(f'work dir:       {work_dir}')
     print(f'checkpoint:     {checkpoint}')
