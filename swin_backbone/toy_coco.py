@@ -22,9 +22,8 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Any
-
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -212,9 +211,9 @@ def render_image(seed: int, spec: ToyCocoSpec) -> tuple[np.ndarray, list[dict]]:
 def _write_split(root: str, split: str, seeds: range, spec: ToyCocoSpec) -> str:
     os.makedirs(osp.join(root, split), exist_ok=True)
     images, annotations = [], []
+    size = spec.image_size
     for image_id, seed in enumerate(seeds, start=1):
         img, anns = render_image(seed, spec)
-        size = spec.image_size
         file_name = f'{image_id:06d}.png'
         cv2.imwrite(osp.join(root, split, file_name), img)
         images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
