@@ -34,11 +34,12 @@ def test_inference_matches_f_linear(bias: bool) -> None:
                               atol=1e-5)
 
 
+@pytest.mark.parametrize('tokens', [15, 2000], ids=['weight-grad-onednn', 'weight-grad-mkl'])
 @pytest.mark.parametrize('bias', [True, False])
-def test_gradients_match_f_linear(bias: bool) -> None:
+def test_gradients_match_f_linear(bias: bool, tokens: int) -> None:
     layer = _layer(bias)
-    x = torch.randn(3, 5, 48, requires_grad=True)
-    grad_out = torch.randn(3, 5, 80)
+    x = torch.randn(tokens // 5, 5, 48, requires_grad=True)
+    grad_out = torch.randn(tokens // 5, 5, 80)
     layer(x).backward(grad_out)
     got = [x.grad] + [p.grad for p in layer.parameters()]
     x.grad = None
