@@ -14,8 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_path import eager_cpu_float32
 from .linear import Linear
+from .recompute import fused_attention_available, window_attention
 from .window import log_cpb_coordinates, relative_position_index
+
+
+_FUSED_ATTENTION = fused_attention_available()
 
 
 class WindowLayout(NamedTuple):
@@ -88,7 +93,20 @@ class WindowAttention(nn.Module):
 
     def _scaled_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Return q, k and the scale the kernel applies to ``q @ k^T``."""
-        return q, k, (self.dim // self.num_heads) ** -0.5
+        return q, k, self._kernel_scale()
+
+    def _kernel_scale(self) -> float:
+        return (self.dim // self.num_heads) ** -0.5
+
+    def _logit_scale(self) -> torch.Tensor | None:
+        """V2's per-head multiplier of the cosine similarities, ``(h, 1, 1)``; None in V1."""
+        return None
+
+    def _recompute_in_backward(self, qkv: torch.Tensor) -> bool:
+        """Whether to attend through :func:`.recompute.window_attention`: float32 CPU
+        training with gradients and without attention dropout."""
+        return (torch.is_grad_enabled() and qkv.requires_grad and eager_cpu_float32(qkv)
+                and not (self.training and self.attn_drop > 0) and _FUSED_ATTENTION)
 
     def attention_mask(self, layout: WindowLayout, dtype: torch.dtype) -> torch.Tensor:
         """Bias plus shift mask, ``(1, h, N, N)`` without shift, else ``(1, nW * h, N, N)``.
@@ -141,7 +159,18 @@ class WindowAttention(nn.Module):
         b_, n, c = x.shape
         h = self.num_heads
         qkv = self._qkv(x).view(b_, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-        q, k, scale = self._scaled_qk(qkv[0], qkv[1])  # (B * nW, h, N, d)
+        if self._recompute_in_backward(qkv):
+            out = window_attention(qkv[0], qkv[1], qkv[2], self.relative_position_bias(),
+                                   layout.mask, self._logit_scale(), self._kernel_scale())
+        else:
+            out = self._attend(qkv, layout)
+        out = out.transpose(1, 2).reshape(b_, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def _attend(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """Attention through ``F.scaled_dot_product_attention``: ``(3, B * nW, h, N, d)``
+        stacked q, k, v in, ``(B * nW, h, N, d)`` out."""
+        q, k, scale = self._scaled_qk(qkv[0], qkv[1])
         v = qkv[2]
         q = q.to(v.dtype)
         k = k.to(v.dtype)
@@ -150,8 +179,7 @@ class WindowAttention(nn.Module):
             mask, (q, k, v) = self._per_window_mask(mask, (q, k, v), layout.mask.shape[0])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                              dropout_p=self.attn_drop if self.training else 0.)
-        out = out.reshape(b_, h, n, c // h).transpose(1, 2).reshape(b_, n, c)
-        return self.proj_drop(self.proj(out))
+        return out.reshape(qkv.shape[1:])
 
 
 class CosineWindowAttention(WindowAttention):
@@ -205,11 +233,18 @@ class CosineWindowAttention(WindowAttention):
         # 100, and fp16 products of unnormalised activations overflow.
         dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(q.device.type, enabled=False):
-            scale = torch.clamp(self.logit_scale.to(dtype), max=self.max_logit_scale).exp()
             normalize = unit_vectors if torch.is_grad_enabled() else _normalize
-            q = normalize(q.to(dtype)) * scale
+            q = normalize(q.to(dtype)) * self._logit_scale().to(dtype)
             k = normalize(k.to(dtype))
         return q, k, 1.0
+
+    def _kernel_scale(self) -> float:
+        return 1.0
+
+    def _logit_scale(self) -> torch.Tensor:
+        with torch.autocast(self.logit_scale.device.type, enabled=False):
+            scale = self.logit_scale.to(torch.promote_types(self.logit_scale.dtype, torch.float32))
+            return torch.clamp(scale, max=self.max_logit_scale).exp()
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:

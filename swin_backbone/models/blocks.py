@@ -13,7 +13,9 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from .attention import CosineWindowAttention, WindowAttention, WindowLayout
-from .linear import Linear
+from .fast_path import eager_cpu_float32
+from .linear import Linear, onednn_linear_available
+from .recompute import gelu_mlp
 from .window import pad_to, shift_attention_mask, window_grid, window_partition, window_reverse
 
 
@@ -63,6 +65,16 @@ class Mlp(nn.Sequential):
         self.drop1 = nn.Dropout(drop)
         self.fc2 = Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., C) -> (..., C)``; float32 CPU training recomputes the GELU in backward
+        (:func:`.recompute.gelu_mlp`) instead of keeping its ``4C`` output per token."""
+        if (torch.is_grad_enabled() and self.drop1.p == 0 and self.drop2.p == 0
+                and self.act.approximate == 'none' and onednn_linear_available()
+                and eager_cpu_float32(x, self.fc1.weight, self.fc2.weight)
+                and (x.requires_grad or self.fc1.weight.requires_grad)):
+            return gelu_mlp(x, self.fc1, self.fc2)
+        return super().forward(x)
 
 
 class PatchEmbed(nn.Module):

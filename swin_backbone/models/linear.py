@@ -18,22 +18,18 @@ keys and only changes which library multiplies:
 Everything else keeps ``F.linear``: other devices and dtypes, fp16 autocast, autocast with
 autograd, ``torch.compile`` (inductor packs weights itself), ``torch.jit.trace`` (so
 ``mmengine.analysis`` counts FLOPs of ``aten::linear``), and any call inside
-:func:`plain_linear`, the reference path the tests compare against.
+:func:`~.fast_path.plain_path`, the reference path the tests compare against.
 """
 from __future__ import annotations
-
-import contextlib
-import threading
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ['Linear', 'onednn_linear_available', 'plain_linear']
+from .fast_path import plain_path_enabled
 
-_state = threading.local()
+__all__ = ['Linear', 'onednn_linear_available', 'onednn_matmul', 'weight_gradient']
 
 
 def onednn_linear_available() -> bool:
@@ -46,24 +42,13 @@ def onednn_linear_available() -> bool:
 _AVAILABLE = onednn_linear_available()
 
 
-@contextlib.contextmanager
-def plain_linear() -> Iterator[None]:
-    """Within this context (per thread) every :class:`Linear` calls ``F.linear``."""
-    previous = getattr(_state, 'plain', False)
-    _state.plain = True
-    try:
-        yield
-    finally:
-        _state.plain = previous
-
-
 def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype oneDNN should multiply ``x`` and ``weight`` in, or None for ``F.linear``:
     float32 for float32 tensors; bfloat16 under CPU bf16 autocast without autograd (the
     dtype autocast itself would pick, with the cast weight kept packed)."""
     if not (_AVAILABLE and weight.dtype == torch.float32 and x.device.type == 'cpu'
             and weight.device.type == 'cpu' and x.numel() > 0
-            and not getattr(_state, 'plain', False) and not torch.compiler.is_compiling()
+            and not plain_path_enabled() and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing()):
         return None
     if torch.is_autocast_enabled('cpu'):
@@ -74,9 +59,23 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     return torch.float32 if x.dtype == torch.float32 else None
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def onednn_matmul(x: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ weight^T + bias`` on oneDNN; x ``(..., K)``, weight ``(N, K)`` plain or packed."""
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, 'none', [], '')
+
+
+def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad^T @ x`` over all tokens: grad ``(..., N)``, x ``(..., K)`` -> ``(N, K)``.
+
+    On oneDNN when the layer is wide for its token count, else on MKL, which reads both
+    transposed operands in place and wins for the many-token early stages.
+    """
+    flat_grad = grad.reshape(-1, grad.shape[-1])
+    flat_x = x.reshape(-1, x.shape[-1])
+    if flat_x.shape[0] <= 8 * max(flat_grad.shape[1], flat_x.shape[1]):
+        return onednn_matmul(flat_grad.t(), flat_x.t().contiguous())
+    return flat_grad.t().mm(flat_x)
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -88,7 +87,7 @@ class _OneDnnLinear(torch.autograd.Function):
                 bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn_matmul(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -96,16 +95,11 @@ class _OneDnnLinear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn(grad, weight.t().contiguous(), None)
-        flat_grad = grad.reshape(-1, grad.shape[-1])
+            grad_x = onednn_matmul(grad, weight.t().contiguous())
         if ctx.needs_input_grad[1]:
-            flat_x = x.reshape(-1, x.shape[-1])
-            if flat_x.shape[0] <= 8 * max(weight.shape):  # few tokens, wide layer
-                grad_w = _onednn(flat_grad.t(), flat_x.t().contiguous(), None)
-            else:  # many tokens: MKL reads both transposed operands in place
-                grad_w = flat_grad.t().mm(flat_x)
+            grad_w = weight_gradient(grad, x)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = flat_grad.sum(0)
+            grad_b = grad.reshape(-1, grad.shape[-1]).sum(0)
         return grad_x, grad_w, grad_b
 
 
@@ -130,7 +124,7 @@ class Linear(nn.Linear):
                                         or (bias is not None and bias.requires_grad)):
             return _OneDnnLinear.apply(x, self.weight, bias)  # float32 only, see above
         bias = None if bias is None else bias.detach().to(dtype)
-        return _onednn(x.to(dtype), self._packed_weight(dtype), bias)
+        return onednn_matmul(x.to(dtype), self._packed_weight(dtype), bias)
 
     def _packed_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight in ``dtype``, reordered into oneDNN's layout; rebuilt when the weight
