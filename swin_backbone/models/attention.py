@@ -160,8 +160,8 @@ class WindowAttention(nn.Module):
         h = self.num_heads
         qkv = self._qkv(x).view(b_, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
         if self._recompute_in_backward(qkv):
-            out = window_attention(qkv[0], qkv[1], qkv[2], self.relative_position_bias(),
-                                   layout.mask, self._logit_scale(), self._kernel_scale())
+            out = window_attention(qkv, self.relative_position_bias(), layout.mask,
+                                   self._logit_scale(), self._kernel_scale())
         else:
             out = self._attend(qkv, layout)
         out = out.transpose(1, 2).reshape(b_, n, c)
@@ -233,10 +233,10 @@ class CosineWindowAttention(WindowAttention):
         # 100, and fp16 products of unnormalised activations overflow.
         dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(q.device.type, enabled=False):
-            normalize = unit_vectors if torch.is_grad_enabled() else _normalize
-            q = normalize(q.to(dtype)) * self._logit_scale().to(dtype)
-            k = normalize(k.to(dtype))
-        return q, k, 1.0
+            scale = self._logit_scale().to(dtype)
+            if torch.is_grad_enabled():
+                return unit_vectors(q.to(dtype)) * scale, unit_vectors(k.to(dtype)), 1.0
+            return _scaled_unit_vectors(q.to(dtype), scale), _scaled_unit_vectors(k.to(dtype)), 1.0
 
     def _kernel_scale(self) -> float:
         return 1.0
@@ -247,8 +247,13 @@ class CosineWindowAttention(WindowAttention):
             return torch.clamp(scale, max=self.max_logit_scale).exp()
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, dim=-1)
+def _scaled_unit_vectors(x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.normalize(x, dim=-1) * scale`` in one pass over x (inference): the per-vector
+    factor ``scale / max(||x||, 1e-12)`` is formed on the small ``(..., 1)`` norm tensor."""
+    factor = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+    if scale is not None:
+        factor = factor.mul_(scale)
+    return x * factor
 
 
 def unit_vectors(x: torch.Tensor) -> torch.Tensor:
@@ -259,8 +264,9 @@ def unit_vectors(x: torch.Tensor) -> torch.Tensor:
     times the incoming one; the product with their zero input is still zero in float32,
     but under fp16 autocast the gradient overflows to inf on its way back into the qkv
     projection and ``inf * 0`` turns its weight gradient into NaN. Values are identical
-    for every vector of norm above ``1e-12``; without autograd ``F.normalize`` runs instead
-    (its extra ``where`` / compare / fill passes cost ~15 % of a SwinV2-T forward).
+    for every vector of norm above ``1e-12``; without autograd :func:`_scaled_unit_vectors`
+    runs instead (the extra ``where`` / compare / fill passes cost ~15 % of a SwinV2-T
+    forward).
     """
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     nonzero = norm > 0

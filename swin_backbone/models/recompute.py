@@ -32,33 +32,65 @@ def fused_attention_available() -> bool:
     return hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu')
 
 
+_CHUNK_ELEMENTS = 1 << 21  # hidden activations per chunk of tokens (8 MiB in float32)
+
+
 class _GeluMlp(torch.autograd.Function):
-    """``fc2(gelu(fc1(x)))`` saving x and ``fc1(x)``; GELU is recomputed in backward."""
+    """``fc2(gelu(fc1(x)))`` saving x and ``fc1(x)``; GELU is recomputed in backward.
+
+    Both passes run over chunks of tokens whose ``4C`` hidden activations stay in cache
+    between the GELU and the matmul that consumes them.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
                 w2: torch.Tensor, b2: torch.Tensor | None) -> torch.Tensor:
-        hidden = onednn_matmul(x, w1, b1)
-        out = onednn_matmul(F.gelu(hidden), w2, b2)
-        ctx.save_for_backward(x, hidden, w1, w2)
+        flat = x.reshape(-1, x.shape[-1])
+        hidden, outs = [], []
+        for rows in _token_chunks(flat.shape[0], w1.shape[0]):
+            hidden.append(onednn_matmul(flat[rows], w1, b1))
+            outs.append(onednn_matmul(F.gelu(hidden[-1]), w2, b2))
+        ctx.save_for_backward(flat, w1, w2, *hidden)
         ctx.has_bias = (b1 is not None, b2 is not None)
-        return out
+        return _concat(outs).view(*x.shape[:-1], w2.shape[0])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, hidden, w1, w2 = ctx.saved_tensors
+        flat, w1, w2, *hidden = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        grad_w2 = weight_gradient(grad, F.gelu(hidden)) if needs[3] else None
-        grad_b2 = grad.reshape(-1, grad.shape[-1]).sum(0) if needs[4] and ctx.has_bias[1] else None
-        grad_hidden = torch.ops.aten.gelu_backward(onednn_matmul(grad, w2.t().contiguous()),
-                                                   hidden)
-        del hidden
-        grad_x = onednn_matmul(grad_hidden, w1.t().contiguous()) if needs[0] else None
-        grad_w1 = weight_gradient(grad_hidden, x) if needs[1] else None
-        grad_b1 = (grad_hidden.reshape(-1, grad_hidden.shape[-1]).sum(0)
-                   if needs[2] and ctx.has_bias[0] else None)
+        grad_flat = grad.reshape(-1, grad.shape[-1])
+        w1_t, w2_t = w1.t().contiguous(), w2.t().contiguous()
+        grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = [], None, None, None, None
+        for rows, h in zip(_token_chunks(flat.shape[0], w1.shape[0]), hidden):
+            g = grad_flat[rows]
+            if needs[3]:
+                grad_w2 = _accumulate(grad_w2, weight_gradient(g, F.gelu(h)))
+            if needs[4] and ctx.has_bias[1]:
+                grad_b2 = _accumulate(grad_b2, g.sum(0))
+            grad_h = torch.ops.aten.gelu_backward(onednn_matmul(g, w2_t), h)
+            if needs[0]:
+                grad_x.append(onednn_matmul(grad_h, w1_t))
+            if needs[1]:
+                grad_w1 = _accumulate(grad_w1, weight_gradient(grad_h, flat[rows]))
+            if needs[2] and ctx.has_bias[0]:
+                grad_b1 = _accumulate(grad_b1, grad_h.sum(0))
+        grad_x = _concat(grad_x).view(*grad.shape[:-1], w1.shape[1]) if needs[0] else None
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
+
+
+def _token_chunks(tokens: int, hidden: int) -> list[slice]:
+    """Row ranges of at most ``_CHUNK_ELEMENTS / hidden`` tokens (at least 256)."""
+    rows = max(256, _CHUNK_ELEMENTS // hidden)
+    return [slice(start, start + rows) for start in range(0, tokens, rows)]
+
+
+def _concat(chunks: list[torch.Tensor]) -> torch.Tensor:
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
+def _accumulate(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+    return part if total is None else total.add_(part)
 
 
 def gelu_mlp(x: torch.Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> torch.Tensor:
@@ -73,93 +105,104 @@ def _inverse_norm(x: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 0, norm.reciprocal(), 0.)
 
 
-def _unit_vectors_backward(grad: torch.Tensor, unit: torch.Tensor,
-                           inverse_norm: torch.Tensor) -> torch.Tensor:
-    """Gradient through ``x -> x / ||x||`` given the unit vectors (zero for zero vectors)."""
-    return inverse_norm * (grad - unit * (grad * unit).sum(-1, keepdim=True))
+def _unit_vectors_backward(grad: torch.Tensor, unit: torch.Tensor, inverse_norm: torch.Tensor,
+                           out: torch.Tensor) -> torch.Tensor:
+    """Gradient through ``x -> x / ||x||`` given the unit vectors (zero for zero vectors),
+    written into ``out``."""
+    return torch.mul(grad - unit * (grad * unit).sum(-1, keepdim=True), inverse_norm, out=out)
 
 
 class _WindowAttention(torch.autograd.Function):
     """Window attention on the fused CPU kernel; backward recomputes the probabilities.
 
-    Shapes: q, k, v ``(B * nW, h, N, d)`` (any strides), bias ``(h, N, N)``, shift mask
-    ``(nW, N, N)`` or None, logit scale ``(h, 1, 1)`` (already clamped and exponentiated)
-    or None for V1, whose q and k enter as they are and are multiplied by ``scale``.
+    Shapes: qkv ``(3, B * nW, h, N, d)`` (the permuted view of the qkv projection, whose
+    layout the gradient keeps), bias ``(h, N, N)``, shift mask ``(nW, N, N)`` or None,
+    logit scale ``(h, 1, 1)`` (already clamped and exponentiated) or None for V1, whose q
+    and k enter as they are and are multiplied by ``scale``.
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                shift_mask: torch.Tensor | None, logit_scale: torch.Tensor | None,
-                scale: float) -> torch.Tensor:
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, shift_mask: torch.Tensor | None,
+                logit_scale: torch.Tensor | None, scale: float) -> torch.Tensor:
+        q, k, v = qkv.unbind(0)
         inv_q = inv_k = None
         if logit_scale is not None:  # V2: cosine similarity times the logit scale
             inv_q, inv_k = _inverse_norm(q), _inverse_norm(k)
-            q_in, k_in = q * (inv_q * logit_scale), k * inv_k
-        else:
-            q_in, k_in = q, k
-        q4, k4, v4, mask = _fold_windows(q_in, k_in, v, bias, shift_mask)
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q4, k4, v4, attn_mask=mask, scale=scale)
-        ctx.save_for_backward(q, k, v, bias, shift_mask, logit_scale, inv_q, inv_k, lse)
+            q, k = q * (inv_q * logit_scale), k * inv_k
+        mask = _additive_mask(bias, shift_mask)
+        kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        if mask.shape[0] == 1 or mask.shape[0] == q.shape[0]:
+            out, lse = kernel(q, k, v, attn_mask=mask, scale=scale)
+        else:  # one image at a time, so that the per-window mask lines up with the windows
+            n_windows = mask.shape[0]
+            b_, h, n, d = q.shape
+            out = q.new_empty(b_, n, h, d).transpose(1, 2)  # the layout the kernel returns
+            lse = q.new_empty(b_, h, n)
+            for i in range(0, b_, n_windows):
+                part = slice(i, i + n_windows)
+                out_i, lse[part] = kernel(q[part], k[part], v[part], attn_mask=mask, scale=scale)
+                out[part] = out_i
+        ctx.save_for_backward(qkv, bias, shift_mask, logit_scale, inv_q, inv_k, lse)
         ctx.scale = scale
-        return out.view(q.shape)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        q, k, v, bias, shift_mask, logit_scale, inv_q, inv_k, lse = ctx.saved_tensors
+        qkv, bias, shift_mask, logit_scale, inv_q, inv_k, lse = ctx.saved_tensors
         scale = ctx.scale
+        q, k, v = qkv.unbind(0)
         if logit_scale is not None:
             unit_q, unit_k = q * inv_q, k * inv_k
-            q_in, k_in = unit_q * logit_scale, unit_k
+            q, k = unit_q * logit_scale, unit_k
         else:
-            q_in, k_in = q, k
-        q4, k4, v4, mask = _fold_windows(q_in, k_in, v, bias, shift_mask)
-        grad4 = grad_out.reshape(v4.shape)
-        probs = torch.matmul(q4, k4.transpose(-1, -2))  # (B, nW * h, N, N) or (B_, h, N, N)
+            q, k = q.contiguous(), k.contiguous()
+        mask = _additive_mask(bias, shift_mask)
+        b_, h, n, _ = q.shape
+        probs = torch.matmul(q, k.transpose(-1, -2))  # (B * nW, h, N, N)
         if scale != 1.:
             probs.mul_(scale)
-        probs.add_(mask).sub_(lse.unsqueeze(-1)).exp_()
-        grad_v = torch.matmul(probs.transpose(-1, -2), grad4)
-        grad_logits = torch.matmul(grad4, v4.transpose(-1, -2))
+        probs.view(-1, *mask.shape).add_(mask)
+        probs.sub_(lse.unsqueeze(-1)).exp_()
+        grad_qkv = torch.empty_like(qkv)  # same strides: the projection's gradient is dense
+        grad_qkv[2].copy_(torch.matmul(probs.transpose(-1, -2), grad_out))
+        grad_logits = torch.matmul(grad_out, v.transpose(-1, -2))
         grad_logits.sub_((grad_logits * probs).sum(-1, keepdim=True)).mul_(probs)
         del probs
-        grad_bias = grad_logits.view(-1, *bias.shape).sum(0) if ctx.needs_input_grad[3] else None
+        grad_bias = None
+        if ctx.needs_input_grad[1]:
+            grad_bias = grad_logits.view(-1, h, n, n).sum(0)
         if scale != 1.:
             grad_logits.mul_(scale)
-        grad_q = torch.matmul(grad_logits, k4).view(q.shape)
-        grad_k = torch.matmul(grad_logits.transpose(-1, -2), q4).view(k.shape)
+        grad_q = torch.matmul(grad_logits, k)
+        grad_k = torch.matmul(grad_logits.transpose(-1, -2), q)
         grad_scale = None
-        if logit_scale is not None:
-            if ctx.needs_input_grad[5]:
+        if logit_scale is None:
+            grad_qkv[0].copy_(grad_q)
+            grad_qkv[1].copy_(grad_k)
+        else:
+            if ctx.needs_input_grad[3]:
                 grad_scale = (grad_q * unit_q).sum((0, 2, 3)).view(logit_scale.shape)
-            grad_q = _unit_vectors_backward(grad_q * logit_scale, unit_q, inv_q)
-            grad_k = _unit_vectors_backward(grad_k, unit_k, inv_k)
-        return grad_q, grad_k, grad_v.view(v.shape), grad_bias, None, grad_scale, None
+            _unit_vectors_backward(grad_q.mul_(logit_scale), unit_q, inv_q, out=grad_qkv[0])
+            _unit_vectors_backward(grad_k, unit_k, inv_k, out=grad_qkv[1])
+        return grad_qkv, grad_bias, None, grad_scale, None
 
 
-def _fold_windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                  shift_mask: torch.Tensor | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lay q, k, v ``(B * nW, h, N, d)`` out for one additive mask that broadcasts over the
-    batch: without shift ``(B * nW, h, N, d)`` with mask ``(1, h, N, N)``; with shift
-    ``(B, nW * h, N, d)`` with bias + shift mask ``(1, nW * h, N, N)``."""
+def _additive_mask(bias: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
+    """Bias ``(h, N, N)`` plus shift mask ``(nW, N, N)``: ``(1 or nW, h, N, N)``."""
     if shift_mask is None:
-        return q.contiguous(), k.contiguous(), v.contiguous(), bias.unsqueeze(0)
-    b_, h, n, d = q.shape
-    n_windows = shift_mask.shape[0]
-    mask = (bias.unsqueeze(0) + shift_mask.unsqueeze(1)).view(1, n_windows * h, n, n)
-    fold = (b_ // n_windows, n_windows * h, n, d)
-    return q.reshape(fold), k.reshape(fold), v.reshape(fold), mask
+        return bias.unsqueeze(0)
+    return bias.unsqueeze(0) + shift_mask.unsqueeze(1)
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                     shift_mask: torch.Tensor | None, logit_scale: torch.Tensor | None,
-                     scale: float) -> torch.Tensor:
-    """``softmax(scale * q' k'^T + bias + shift_mask) v`` within windows, ``(B * nW, h, N, d)``.
+def window_attention(qkv: torch.Tensor, bias: torch.Tensor, shift_mask: torch.Tensor | None,
+                     logit_scale: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """``softmax(scale * q' k'^T + bias + shift_mask) v`` within windows: q, k, v stacked
+    as ``(3, B * nW, h, N, d)`` in, ``(B * nW, h, N, d)`` out (laid out as
+    ``(B * nW, N, h, d)``, so merging the heads back is free).
 
     V1: ``q' = q``, ``k' = k``. V2 (``logit_scale`` given, ``(h, 1, 1)``, ``scale=1``):
     ``q' = logit_scale * q / ||q||``, ``k' = k / ||k||``, with zero gradient at zero
     vectors (as :func:`.attention.unit_vectors`). Saves q, k, v and the log-sum-exp only.
     """
-    return _WindowAttention.apply(q, k, v, bias, shift_mask, logit_scale, scale)
+    return _WindowAttention.apply(qkv, bias, shift_mask, logit_scale, scale)
