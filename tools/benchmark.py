@@ -148,42 +148,51 @@ def summarise(title: str, times: dict[str, list[float]], ours: str,
 
 def bf16_against_fp32(groups: dict[int, list[Backbone]], size: tuple[int, int],
                       repeats: int) -> list[str]:
-    """Rows ``| ours Vn | size | fp32 ms | bf16 ms | speed-up | max|bf16 - fp32| / std |``:
-    our own backbone with and without bf16 autocast, interleaved, on generated weights."""
+    """Rows ``| model | size | fp32 ms | bf16 ms | speed-up | max|bf16 - fp32| / std |``:
+    our backbones with and without bf16 autocast, interleaved, on generated weights; then
+    each peer's bf16 error against its own fp32 (same weights, not timed again)."""
     rows = []
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+
+    def errors(backbone: Backbone) -> str:
+        ref, low = inference_fn(backbone, x, False)(), inference_fn(backbone, x, True)()
+        return ' / '.join(f'{100 * ((b.float() - a).abs().max() / a.std()).item():.1f} %'
+                          for a, b in zip(ref, low))
+
     for version, group in sorted(groups.items(), reverse=True):
         ours = group[0]
         fns = {'fp32': inference_fn(ours, x, False), 'bf16': inference_fn(ours, x, True)}
         times = {k: statistics.median(v) for k, v in interleaved(fns, repeats).items()}
-        ref, low = fns['fp32'](), fns['bf16']()
-        errors = [((b.float() - a).abs().max() / a.std()).item() for a, b in zip(ref, low)]
         rows.append(f'| {ours.name} | {size[0]}x{size[1]} | {times["fp32"] * 1000:.0f} | '
                     f'{times["bf16"] * 1000:.0f} | {times["fp32"] / times["bf16"]:.2f}x | '
-                    + ' / '.join(f'{100 * e:.1f} %' for e in errors) + ' |')
+                    f'{errors(ours)} |')
+    for version, group in sorted(groups.items(), reverse=True):
+        for peer in group[1:]:
+            rows.append(f'| {peer.name} | {size[0]}x{size[1]} | | | | {errors(peer)} |')
     return rows
 
 
 def scaling(groups: dict[int, list[Backbone]], sizes: list[int], repeats: int,
             out: Path) -> list[str]:
-    """Time against pixels for ours; fit ``time ~ pixels ** k`` from 512 up; plot."""
+    """Time against pixels for ours, and mmdet's V1 as a reference for what this machine
+    does to any model (allocator, caches); fit ``time ~ pixels ** k`` from 512 up; plot.
+    All sizes and models are interleaved in every repeat, so drifts hit each point alike."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    models = [groups[1][0], groups[2][0]] + [b for b in groups[1] if b.name == 'mmdet V1']
+    inputs = {s: torch.randn(1, 3, s, s) for s in sizes}
+    fns = {(b.name, s): inference_fn(b, inputs[s], False) for b in models for s in sizes}
+    times = interleaved(fns, repeats)
     rows, fig = [], plt.figure(figsize=(6, 4))
-    for version in (1, 2):
-        ours = groups[version][0]
-        medians = []
-        for s in sizes:
-            x = torch.randn(1, 3, s, s)
-            medians.append(statistics.median(
-                interleaved({'o': inference_fn(ours, x, False)}, repeats)['o']))
+    for backbone in models:
+        medians = [statistics.median(times[backbone.name, s]) for s in sizes]
         pixels = np.array(sizes, dtype=float)**2
         fit = pixels >= 512**2
         k = np.polyfit(np.log(pixels[fit]), np.log(medians)[fit], 1)[0]
-        rows.append(f'| {ours.name} | ' + ' / '.join(f'{s}: {m:.2f}s' for s, m in
-                                                     zip(sizes, medians)) + f' | {k:.3f} |')
-        plt.loglog(pixels, medians, 'o-', label=f'{ours.name} (exponent {k:.2f}, 512-1536)')
+        rows.append(f'| {backbone.name} | ' + ' / '.join(f'{s}: {m:.2f}s' for s, m in
+                                                         zip(sizes, medians)) + f' | {k:.3f} |')
+        plt.loglog(pixels, medians, 'o-', label=f'{backbone.name} (exponent {k:.2f}, 512-1536)')
     plt.xlabel('pixels per image')
     plt.ylabel('forward time, s (fp32, batch 1)')
     plt.legend()
@@ -310,8 +319,9 @@ def main() -> None:
 
         sizes = [256, 512, 1024, 1536] if args.quick else [256, 512, 768, 1024, 1280, 1536]
         lines += ['', '## Time against image size (fp32, batch 1; exponent of time ~ pixels^k '
-                  'fitted from 512 to 1536)', '', '| model | medians | k |', '|---|---|---|']
-        lines += scaling(groups, sizes, max(1, repeats // 2), args.out)
+                  'fitted from 512 to 1536; mmdet V1 as reference)', '', '| model | medians | k |',
+                  '|---|---|---|']
+        lines += scaling(groups, sizes, repeats, args.out)
         lines += ['', '## FLOPs and parameters (mmengine.analysis; GFLOPs = multiply-adds)', '',
                   '| model | input | GFLOPs | params (M) |', '|---|---|---|---|']
         lines += flops_and_params(groups, (800, 1344))
