@@ -20,6 +20,7 @@ from .window import pad_to, shift_attention_mask, window_grid, window_partition,
 
 
 _FEED_FORWARD_CHUNK = 1 << 21  # hidden activations per inference chunk of the MLP
+_ONEDNN = onednn_linear_available()
 
 
 class LayerNorm(nn.LayerNorm):
@@ -70,7 +71,7 @@ class Mlp(nn.Sequential):
         """``(..., C) -> (..., C)``; float32 CPU training recomputes the GELU in backward
         (:func:`.recompute.gelu_mlp`) instead of keeping its ``4C`` output per token."""
         if (torch.is_grad_enabled() and self.drop1.p == 0 and self.drop2.p == 0
-                and self.act.approximate == 'none' and onednn_linear_available()
+                and self.act.approximate == 'none' and _ONEDNN
                 and eager_cpu_float32(x, self.fc1.weight, self.fc2.weight)
                 and (x.requires_grad or self.fc1.weight.requires_grad)):
             return gelu_mlp(x, self.fc1, self.fc2)
