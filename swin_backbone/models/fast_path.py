@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ['eager_cpu_float32', 'plain_path']
+__all__ = ['eager_cpu_float32', 'plain_path', 'plain_path_enabled']
 
 _state = threading.local()
 
