@@ -61,7 +61,7 @@ class _GeluMlp(torch.autograd.Function):
         flat, w1, w2, *hidden = ctx.saved_tensors
         needs = ctx.needs_input_grad
         grad_flat = grad.reshape(-1, grad.shape[-1])
-        w1_t, w2_t = w1.t().contiguous(), w2.t().contiguous()
+        w1_t, w2_t = w1.t(), w2.t()  # oneDNN reads the transposed views as they are
         grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = [], None, None, None, None
         for rows, h in zip(_token_chunks(flat.shape[0], w1.shape[0]), hidden):
             g = grad_flat[rows]
