@@ -166,7 +166,7 @@ def bf16_against_fp32(groups: dict[int, list[Backbone]], size: tuple[int, int],
         rows.append(f'| {ours.name} | {size[0]}x{size[1]} | {times["fp32"] * 1000:.0f} | '
                     f'{times["bf16"] * 1000:.0f} | {times["fp32"] / times["bf16"]:.2f}x | '
                     f'{errors(ours)} |')
-    for version, group in sorted(groups.items(), reverse=True):
+    for _, group in sorted(groups.items(), reverse=True):
         for peer in group[1:]:
             rows.append(f'| {peer.name} | {size[0]}x{size[1]} | | | | {errors(peer)} |')
     return rows
