@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from swin_backbone import SwinTransformer, SwinTransformerV2
-from swin_backbone.models import blocks
+from swin_backbone.models import attention, blocks
 
 TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
 
@@ -31,3 +31,25 @@ def test_chunked_feed_forward_equals_whole_map(cls, monkeypatch) -> None:
     with torch.no_grad():
         model(x)
     assert calls == [2 * 20 * 24]
+
+
+@pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
+def test_chunked_window_attention_equals_whole_map(cls, monkeypatch) -> None:
+    """Large maps attend in chunks of windows without autograd (chunks never straddle two
+    images: each takes its slice of the per-window shift mask)."""
+    monkeypatch.setattr(attention, '_CHUNK_ABOVE_BYTES', 0)
+    monkeypatch.setattr(attention, '_CHUNK_BYTES', 7 * 16 * 32 * 4)  # 7 windows of 16 x 32
+    torch.manual_seed(0)
+    model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1)).eval()
+    x = torch.randn(2, 3, 77, 93)  # stage 1: 20 x 24 tokens, 5 x 6 = 30 windows per image
+    chunk_sizes = []
+    proj = model.stages[0].blocks[1].attn.proj  # a shifted block: per-window masks
+    proj.register_forward_hook(lambda m, i, o: chunk_sizes.append(i[0].shape[0]))
+    with torch.no_grad():
+        chunked = model(x)
+        assert chunk_sizes == [7, 7, 7, 7, 2] * 2
+        monkeypatch.setattr(attention, '_CHUNK_ABOVE_BYTES', 1 << 40)
+        whole = model(x)
+    assert chunk_sizes[-1] == 2 * 30
+    for a, b in zip(chunked, whole):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
