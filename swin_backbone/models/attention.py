@@ -161,19 +161,17 @@ class WindowAttention(nn.Module):
         Returns:
             ``(B * nW, N, C)``.
         """
-        b_, n, c = x.shape
         if (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
                 and x.numel() * x.element_size() > _CHUNK_ABOVE_BYTES):
             return self._forward_in_chunks(x, layout)
-        h = self.num_heads
-        qkv = self._qkv(x).view(b_, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        qkv = self._qkv_heads(x)
         if self._recompute_in_backward(qkv):
             out = window_attention(qkv, self.relative_position_bias(), layout.mask,
                                    self._logit_scale(), self._kernel_scale())
         else:
-            out = self._attend(qkv, layout)
-        out = out.transpose(1, 2).reshape(b_, n, c)
-        return self.proj_drop(self.proj(out))
+            n_windows = None if layout.mask is None else layout.mask.shape[0]
+            out = self._attend(qkv, self.attention_mask(layout, qkv.dtype), n_windows)
+        return self._project(out)
 
     def _forward_in_chunks(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """:meth:`forward` without autograd over chunks of windows (never across images),
@@ -188,30 +186,46 @@ class WindowAttention(nn.Module):
             for first in range(0, n_windows, rows):
                 count = min(rows, n_windows - first)
                 part = slice(image_start + first, image_start + first + count)
-                qkv = self._qkv(x[part]).view(count, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-                q, k, scale = self._scaled_qk(qkv[0], qkv[1])
-                v = qkv[2]
+                qkv = self._qkv_heads(x[part])
                 if full_mask is None:  # (1, h or nW * h, N, N), cached across forwards
-                    full_mask = self.attention_mask(layout, v.dtype)
-                mask = full_mask
-                if layout.mask is not None:
-                    mask = full_mask[:, first * h:(first + count) * h].view(count, h, n, n)
-                attended = F.scaled_dot_product_attention(
-                    q.to(v.dtype), k.to(v.dtype), v, attn_mask=mask, scale=scale,
-                    dropout_p=self.attn_drop if self.training else 0.)
-                out[part] = self.proj_drop(self.proj(attended.transpose(1, 2).reshape(count, n, c)))
+                    full_mask = self.attention_mask(layout, qkv.dtype)
+                if layout.mask is None:
+                    out[part] = self._project(self._attend(qkv, full_mask, None))
+                else:
+                    mask = full_mask[:, first * h:(first + count) * h]
+                    out[part] = self._project(self._attend(qkv, mask, count))
         return out
 
-    def _attend(self, qkv: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """Attention through ``F.scaled_dot_product_attention``: ``(3, B * nW, h, N, d)``
-        stacked q, k, v in, ``(B * nW, h, N, d)`` out."""
+    def _qkv_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B * nW, N, C)`` -> q, k, v stacked as ``(3, B * nW, h, N, C / h)`` (a view)."""
+        b_, n, c = x.shape
+        h = self.num_heads
+        return self._qkv(x).view(b_, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+
+    def _project(self, out: torch.Tensor) -> torch.Tensor:
+        """Merge the heads and project: ``(B * nW, h, N, d)`` -> ``(B * nW, N, C)``."""
+        b_, h, n, d = out.shape
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b_, n, h * d)))
+
+    def _attend(self, qkv: torch.Tensor, mask: torch.Tensor,
+                n_windows: int | None) -> torch.Tensor:
+        """Attention through ``F.scaled_dot_product_attention``.
+
+        Args:
+            qkv: ``(3, B * nW, h, N, d)`` stacked q, k, v.
+            mask: from :meth:`attention_mask` (or a slice of it over whole windows):
+                ``(1, h, N, N)``, or per window ``(1, nW * h, N, N)``.
+            n_windows: ``nW`` for a per-window mask, None for one shared by all windows.
+
+        Returns:
+            ``(B * nW, h, N, d)``.
+        """
         q, k, scale = self._scaled_qk(qkv[0], qkv[1])
         v = qkv[2]
         q = q.to(v.dtype)
         k = k.to(v.dtype)
-        mask = self.attention_mask(layout, v.dtype)
-        if layout.mask is not None:
-            mask, (q, k, v) = self._per_window_mask(mask, (q, k, v), layout.mask.shape[0])
+        if n_windows is not None:
+            mask, (q, k, v) = self._per_window_mask(mask, (q, k, v), n_windows)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                              dropout_p=self.attn_drop if self.training else 0.)
         return out.reshape(qkv.shape[1:])
