@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from swin_backbone import SwinTransformer, SwinTransformerV2
-from swin_backbone.models import attention, blocks
+from swin_backbone.models import attention, recompute
 
 TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
 
 
 @pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
 def test_chunked_feed_forward_equals_whole_map(cls, monkeypatch) -> None:
-    monkeypatch.setattr(blocks, '_FEED_FORWARD_CHUNK', 1024)  # 256-token chunks here
+    monkeypatch.setattr(recompute, 'HIDDEN_PER_CHUNK', 1024)  # 256-token chunks here
     torch.manual_seed(0)
     model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1)).eval()
     x = torch.randn(2, 3, 77, 93)  # 2 x 20 x 24 stage-1 tokens: 3.75 chunks

@@ -65,7 +65,7 @@ def test_window_attention_matches_autograd(cosine: bool, shifted: bool) -> None:
 @pytest.mark.parametrize('chunk', [None, 96 * 256], ids=['one chunk', 'chunks of 256 tokens'])
 def test_gelu_mlp_matches_modules(chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     if chunk is not None:  # 1000 tokens: three chunks of 256 and one of 232
-        monkeypatch.setattr('swin_backbone.models.recompute._CHUNK_ELEMENTS', chunk)
+        monkeypatch.setattr('swin_backbone.models.recompute.HIDDEN_PER_CHUNK', chunk)
     torch.manual_seed(0)
     mlp = Mlp(24, 96)
     x = torch.randn(2, 500, 24, requires_grad=True)

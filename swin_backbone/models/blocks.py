@@ -15,11 +15,10 @@ from torch import nn
 from .attention import CosineWindowAttention, WindowAttention, WindowLayout
 from .fast_path import eager_cpu_float32
 from .linear import Linear, onednn_linear_available
-from .recompute import gelu_mlp
+from .recompute import gelu_mlp, token_chunks
 from .window import pad_to, shift_attention_mask, window_grid, window_partition, window_reverse
 
 
-_FEED_FORWARD_CHUNK = 1 << 21  # hidden activations per inference chunk of the MLP
 _ONEDNN = onednn_linear_available()
 
 
@@ -190,13 +189,12 @@ class SwinBlock(nn.Module):
         than on the whole map at once. Tokens are independent here, so the result is the
         same."""
         flat = x.reshape(-1, x.shape[-1])
-        rows = max(256, _FEED_FORWARD_CHUNK // self.mlp.fc1.out_features)
-        if flat.shape[0] <= rows:
+        chunks = token_chunks(flat.shape[0], self.mlp.fc1.out_features)
+        if len(chunks) == 1:
             return x + self._feed_forward(x)
         out = torch.empty_like(flat)
-        for start in range(0, flat.shape[0], rows):
-            chunk = flat[start:start + rows]
-            torch.add(chunk, self._feed_forward(chunk), out=out[start:start + rows])
+        for rows in chunks:
+            torch.add(flat[rows], self._feed_forward(flat[rows]), out=out[rows])
         return out.view(x.shape)
 
 

@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from .linear import onednn_matmul, weight_gradient
 
-__all__ = ['fused_attention_available', 'gelu_mlp', 'window_attention']
+__all__ = ['fused_attention_available', 'gelu_mlp', 'token_chunks', 'window_attention']
 
 
 def fused_attention_available() -> bool:
@@ -33,7 +33,7 @@ def fused_attention_available() -> bool:
     return hasattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu')
 
 
-_CHUNK_ELEMENTS = 1 << 21  # hidden activations per chunk of tokens (8 MiB in float32)
+HIDDEN_PER_CHUNK = 1 << 21  # MLP hidden activations per chunk of tokens (8 MiB in float32)
 
 
 class _GeluMlp(torch.autograd.Function):
@@ -48,7 +48,7 @@ class _GeluMlp(torch.autograd.Function):
                 w2: torch.Tensor, b2: torch.Tensor | None) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         hidden, outs = [], []
-        for rows in _token_chunks(flat.shape[0], w1.shape[0]):
+        for rows in token_chunks(flat.shape[0], w1.shape[0]):
             hidden.append(onednn_matmul(flat[rows], w1, b1))
             outs.append(onednn_matmul(F.gelu(hidden[-1]), w2, b2))
         ctx.save_for_backward(flat, w1, w2, *hidden)
@@ -63,7 +63,7 @@ class _GeluMlp(torch.autograd.Function):
         grad_flat = grad.reshape(-1, grad.shape[-1])
         w1_t, w2_t = w1.t(), w2.t()  # oneDNN reads the transposed views as they are
         grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = [], None, None, None, None
-        for rows, h in zip(_token_chunks(flat.shape[0], w1.shape[0]), hidden):
+        for rows, h in zip(token_chunks(flat.shape[0], w1.shape[0]), hidden):
             g = grad_flat[rows]
             if needs[3]:
                 grad_w2 = _accumulate(grad_w2, weight_gradient(g, F.gelu(h)))
@@ -80,9 +80,10 @@ class _GeluMlp(torch.autograd.Function):
         return grad_x, grad_w1, grad_b1, grad_w2, grad_b2
 
 
-def _token_chunks(tokens: int, hidden: int) -> list[slice]:
-    """Row ranges of at most ``_CHUNK_ELEMENTS / hidden`` tokens (at least 256)."""
-    rows = max(256, _CHUNK_ELEMENTS // hidden)
+def token_chunks(tokens: int, hidden: int) -> list[slice]:
+    """Row ranges of at most ``HIDDEN_PER_CHUNK / hidden`` tokens (at least 256): the MLP's
+    chunks, in training (:func:`gelu_mlp`) and in inference (``blocks.SwinBlock``)."""
+    rows = max(256, HIDDEN_PER_CHUNK // hidden)
     return [slice(start, start + rows) for start in range(0, tokens, rows)]
 
 
