@@ -68,6 +68,12 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self._mask_cache: tuple[tuple, torch.Tensor] | None = None
 
+    def train(self, mode: bool = True) -> WindowAttention:
+        """Also drops the cached bias: fused optimisers (``AdamW(fused=True)``) and writes
+        through ``.data`` (mmengine's ``EMAHook``) change weights without a version bump."""
+        self._mask_cache = None
+        return super().train(mode)
+
     def _build_qkv(self, dim: int, qkv_bias: bool) -> None:
         self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
 
@@ -117,13 +123,15 @@ class WindowAttention(nn.Module):
         """Bias plus shift mask, ``(1, h, N, N)`` without shift, else ``(1, nW * h, N, N)``.
 
         Cached while no gradient is recorded (inference): the cache is keyed by the layout,
-        dtype and the version counters of the bias parameters, so loading weights or an
-        optimiser step invalidates it. With gradients it is rebuilt each forward.
+        dtype and the version counters and storages of the bias parameters, so loading
+        weights invalidates it. With gradients it is rebuilt each forward; :meth:`forward`
+        with gradients and ``train()`` / ``eval()`` drop the cache, since an optimiser step
+        that leaves the version counters alone may follow (see :meth:`train`).
         """
         cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if cacheable:
             key = (layout.padded, layout.shift, dtype, self.relative_position_index.device,
-                   tuple(p._version for p in self._bias_parameters()))
+                   tuple((p._version, p.data_ptr()) for p in self._bias_parameters()))
             if self._mask_cache is not None and self._mask_cache[0] == key:
                 return self._mask_cache[1]
         mask = self.relative_position_bias().unsqueeze(0)  # (1, h, N, N)
@@ -161,7 +169,9 @@ class WindowAttention(nn.Module):
         Returns:
             ``(B * nW, N, C)``.
         """
-        if (not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if torch.is_grad_enabled():
+            self._mask_cache = None  # an optimiser step may follow, see train()
+        elif (not torch.compiler.is_compiling()
                 and x.numel() * x.element_size() > _CHUNK_ABOVE_BYTES):
             return self._forward_in_chunks(x, layout)
         qkv = self._qkv_heads(x)

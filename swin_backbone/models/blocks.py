@@ -73,6 +73,8 @@ class Mlp(nn.Sequential):
                 and self.act.approximate == 'none' and _ONEDNN
                 and eager_cpu_float32(x, self.fc1.weight, self.fc2.weight)
                 and (x.requires_grad or self.fc1.weight.requires_grad)):
+            self.fc1.drop_inference_cache()
+            self.fc2.drop_inference_cache()
             return gelu_mlp(x, self.fc1, self.fc2)
         return super().forward(x)
 

@@ -8,7 +8,8 @@ keys and only changes which library multiplies:
 
 * without autograd (inference): ``torch.ops.mkldnn._linear_pointwise`` with the weight
   reordered once into oneDNN's blocked layout, cached until the weight changes (its
-  version counter or storage); under CPU bf16 autocast the same in bfloat16, the dtype
+  version counter or storage), a forward records gradients or ``train()`` / ``eval()`` is
+  called (see :meth:`Linear.drop_inference_cache`); under CPU bf16 autocast the same in bfloat16, the dtype
   autocast would use, with the bf16 copy of the weight packed once instead of cast per call;
 * with autograd (training): a ``Function`` whose forward and input gradient run on oneDNN;
   the weight gradient ``grad^T @ x`` too when the layer is wide for its token count
@@ -125,9 +126,23 @@ class Linear(nn.Linear):
             return F.linear(x, self.weight, bias)
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
+            self.drop_inference_cache()
             return _OneDnnLinear.apply(x, self.weight, bias)  # float32 only, see above
         bias = None if bias is None else bias.detach().to(dtype)
         return onednn_matmul(x.to(dtype), self._packed_weight(dtype), bias)
+
+    def train(self, mode: bool = True) -> Linear:
+        """Also drops the packed weights, see :meth:`drop_inference_cache`."""
+        self.drop_inference_cache()
+        return super().train(mode)
+
+    def drop_inference_cache(self) -> None:
+        """Forget the packed weights. Called by ``train()`` / ``eval()`` and by every
+        forward that records gradients (here and in callers that use the weight directly):
+        writes that leave the version counter alone (fused optimisers such as
+        ``AdamW(fused=True)``, ``.data`` writes such as mmengine's ``EMAHook`` swaps) come
+        after a training forward or before an ``eval()``."""
+        self._packed.clear()
 
     def _packed_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight in ``dtype``, reordered into oneDNN's layout; rebuilt when the weight
