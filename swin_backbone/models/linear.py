@@ -8,9 +8,10 @@ keys and only changes which library multiplies:
 
 * without autograd (inference): ``torch.ops.mkldnn._linear_pointwise`` with the weight
   reordered once into oneDNN's blocked layout, cached until the weight changes (its
-  version counter or storage), a forward records gradients or ``train()`` / ``eval()`` is
-  called (see :meth:`Linear.drop_inference_cache`); under CPU bf16 autocast the same in bfloat16, the dtype
-  autocast would use, with the bf16 copy of the weight packed once instead of cast per call;
+  version counter or storage), a forward records gradients or ``train()`` / ``eval()``
+  is called (:meth:`Linear.drop_inference_cache`); under CPU bf16 autocast the same in
+  bfloat16, the dtype autocast would use, with the bf16 copy of the weight packed once
+  instead of cast per call;
 * with autograd (training): a ``Function`` whose forward and input gradient run on oneDNN;
   the weight gradient ``grad^T @ x`` too when the layer is wide for its token count
   (SwinV2-T stages 3-4 at 512 px: ~25 % faster), else on MKL, which reads the transposed
