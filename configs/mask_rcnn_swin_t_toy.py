@@ -8,9 +8,13 @@ written to data/toy_coco/ by ``tools/demo_detection.py``) need:
   64-channel FPN and heads, RPN anchors of 16 px at stride 4 (toy objects are 8-64 px),
   2 mask-head convs, fewer sampled proposals / RoIs (64 per image);
 * normalisation for training from scratch: GroupNorm in the FPN and the heads, with the
-  4-conv box head that carries it (see below), RoIAlign with 2x2 samples per bin;
-* schedule: 22 epochs of 100 iterations, lr 2e-3 (no pre-training to protect) with
-  cosine decay, validation every 6 epochs logged by iteration for the plot.
+  4-conv box head that carries it (see below);
+* cost per iteration: one RoIAlign sample per bin (toy RoIs span 2-16 cells of the stride-4
+  map, fewer than the 7x7 / 14x14 bins, so more samples add nothing), 300 RPN boxes per
+  level into the training NMS, fused AdamW: 0.33 -> 0.25 s per batch of 4;
+* schedule: batch 2 (more updates for the same images: a randomly initialised SwinV2
+  learns per step, not per image), 24 epochs of 200 iterations, lr 2e-3 (no pre-training
+  to protect) with cosine decay, validation every 8 epochs logged by iteration for the plot.
 Run it with ``make demo``.
 """
 _base_ = ['./mask_rcnn_swin_t.py']
@@ -22,8 +26,8 @@ metainfo = dict(classes=classes,
 data_root = 'data/toy_coco/'
 image_size = (128, 128)
 embed_dims = 48
-max_epochs = 22
-val_interval = 6
+max_epochs = 24
+val_interval = 8
 
 # Training from random initialisation needs normalised heads (He et al., "Rethinking
 # ImageNet Pre-training", and mmdet's configs/scratch): GroupNorm in the FPN, a 4-conv
@@ -42,15 +46,15 @@ model = dict(
               norm_cfg=norm_cfg),
     rpn_head=dict(in_channels=64, feat_channels=64, anchor_generator=dict(scales=[4])),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        bbox_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=1)),
         bbox_head=dict(type='Shared4Conv1FCBBoxHead', in_channels=64, conv_out_channels=64,
                        fc_out_channels=256, norm_cfg=norm_cfg, num_classes=len(classes)),
-        mask_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        mask_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=1)),
         mask_head=dict(num_convs=2, in_channels=64, conv_out_channels=64, norm_cfg=norm_cfg,
                        num_classes=len(classes))),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rpn_proposal=dict(nms_pre=300, max_per_img=300),
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(max_per_img=50)))
 
@@ -69,7 +73,7 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
-    batch_size=4,
+    batch_size=2,
     num_workers=0,  # the pipeline takes ~5 ms per image; a worker would only compete
     persistent_workers=False,
     dataset=dict(data_root=data_root, metainfo=metainfo,
@@ -87,7 +91,7 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 train_cfg = dict(max_epochs=max_epochs, val_interval=val_interval)
-optim_wrapper = dict(optimizer=dict(lr=2e-3))
+optim_wrapper = dict(optimizer=dict(lr=2e-3, fused=True))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=200),
     dict(type='CosineAnnealingLR', T_max=max_epochs, eta_min=1e-5, by_epoch=True, begin=0,
@@ -98,4 +102,4 @@ default_hooks = dict(
     checkpoint=dict(interval=val_interval, max_keep_ckpts=2))
 log_processor = dict(window_size=20)
 randomness = dict(seed=0)
-auto_scale_lr = dict(base_batch_size=4)
+auto_scale_lr = dict(base_batch_size=2)
