@@ -5,7 +5,7 @@ and changes what a 2-core CPU and the 128x128 toy shapes (``swin_backbone.toy_co
 written to data/toy_coco/ by ``tools/demo_detection.py``) need:
 * data: 5 shape classes, 128x128 images, flips as the only augmentation;
 * model width / depth: a narrow, shallow SwinV2 (48-384 channels, window 8, random init),
-  64-channel FPN and heads, RPN anchors of 16 px at stride 4 (toy objects are 8-64 px),
+  64-channel FPN and heads, RPN anchors of 16 px at stride 4 (toy objects are 12-64 px),
   2 mask-head convs, fewer sampled proposals / RoIs (64 per image);
 * normalisation for training from scratch: GroupNorm in the FPN and the heads, with the
   4-conv box head that carries it (see below);
