@@ -72,8 +72,10 @@ def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     On MKL for many tokens into a layer no wider than its output (``K <= N``, more than
     ``16 K`` tokens: the early stages' qkv and fc1), which reads both transposed operands in
-    place; on oneDNN, given the transposed views as they are, everywhere else (1.3-2x
-    faster there on the AVX-512 EPYC; measured per shape, see ``tools/benchmark.py``).
+    place; on oneDNN everywhere else (1.3-2x faster there on the AVX-512 EPYC, copy
+    included; measured per shape, see ``tools/benchmark.py``). oneDNN reads the transposed
+    x as its weight in place but copies the transposed grad, its input, into a dense
+    ``(N, tokens)`` buffer.
     """
     flat_grad = grad.reshape(-1, grad.shape[-1])
     flat_x = x.reshape(-1, x.shape[-1])
