@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from swin_backbone import MODELS, SwinTransformer, SwinTransformerV2
-from swin_backbone.models.blocks import DropPath, LayerNorm, SwinBlock
+from swin_backbone.models.blocks import DropPath, LayerNorm, SwinBlockV2
 
 TINY = dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
 VERSIONS = [SwinTransformer, SwinTransformerV2]
@@ -103,7 +103,7 @@ def test_drop_path_rates_rise_linearly_over_all_blocks():
 
 
 def test_v2_block_with_full_drop_path_returns_its_input():
-    block = SwinBlock(16, 2, (4, 4), shifted=True, post_norm=True, drop_path=1.0).train()
+    block = SwinBlockV2(16, 2, 4, shifted=True, drop_path=1.0).train()
     nn.init.ones_(block.norm1.weight)
     nn.init.ones_(block.norm2.weight)
     x = torch.randn(3, 9, 10, 16)

@@ -1,12 +1,13 @@
-"""Inference runs the MLP branch over token chunks that stay in cache; the result is the one
-of the whole map at once, which is what runs whenever autograd is on."""
+"""The CPU layer runs the inference MLP branch over token chunks that stay in cache, and
+attention on large maps over chunks of windows; the result is the one of the whole map at
+once, which is what runs whenever autograd is on."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from swin_backbone import SwinTransformer, SwinTransformerV2
-from swin_backbone.models import attention, recompute
+from swin_backbone.cpu import accelerate, modules, recompute
 
 TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
 
@@ -15,7 +16,7 @@ TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
 def test_chunked_feed_forward_equals_whole_map(cls, monkeypatch) -> None:
     monkeypatch.setattr(recompute, 'HIDDEN_PER_CHUNK', 1024)  # 256-token chunks here
     torch.manual_seed(0)
-    model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1)).eval()
+    model = accelerate(cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1))).eval()
     x = torch.randn(2, 3, 77, 93)  # 2 x 20 x 24 stage-1 tokens: 3.75 chunks
     calls = []
     model.stages[0].blocks[0].mlp.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[:-1].numel()))
@@ -37,10 +38,10 @@ def test_chunked_feed_forward_equals_whole_map(cls, monkeypatch) -> None:
 def test_chunked_window_attention_equals_whole_map(cls, monkeypatch) -> None:
     """Large maps attend in chunks of windows without autograd (chunks never straddle two
     images: each takes its slice of the per-window shift mask)."""
-    monkeypatch.setattr(attention, '_CHUNK_ABOVE_BYTES', 0)
-    monkeypatch.setattr(attention, '_CHUNK_BYTES', 7 * 16 * 32 * 4)  # 7 windows of 16 x 32
+    monkeypatch.setattr(modules, '_CHUNK_ABOVE_BYTES', 0)
+    monkeypatch.setattr(modules, '_CHUNK_BYTES', 7 * 16 * 32 * 4)  # 7 windows of 16 x 32
     torch.manual_seed(0)
-    model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1)).eval()
+    model = accelerate(cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1))).eval()
     x = torch.randn(2, 3, 77, 93)  # stage 1: 20 x 24 tokens, 5 x 6 = 30 windows per image
     chunk_sizes = []
     proj = model.stages[0].blocks[1].attn.proj  # a shifted block: per-window masks
@@ -48,7 +49,7 @@ def test_chunked_window_attention_equals_whole_map(cls, monkeypatch) -> None:
     with torch.no_grad():
         chunked = model(x)
         assert chunk_sizes == [7, 7, 7, 7, 2] * 2
-        monkeypatch.setattr(attention, '_CHUNK_ABOVE_BYTES', 1 << 40)
+        monkeypatch.setattr(modules, '_CHUNK_ABOVE_BYTES', 1 << 40)
         whole = model(x)
     assert chunk_sizes[-1] == 2 * 30
     for a, b in zip(chunked, whole):

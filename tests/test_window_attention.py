@@ -5,8 +5,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swin_backbone.models.blocks import SwinStage
-from swin_backbone.models.window import relative_position_index, window_grid
+from swin_backbone.models.attention import CosineWindowAttention, unit_vectors
+from swin_backbone.models.blocks import SwinBlock, SwinBlockV2, SwinStage
+from swin_backbone.models.window import log_cpb_coordinates, relative_position_index, window_grid
+
+
+def bias_table(attn) -> torch.Tensor:
+    """``((2W - 1)^2, h)`` bias of every relative offset, row-major (V1: the learned table;
+    V2: the log-CPB MLP on the log-spaced offsets, SwinV2 3.3)."""
+    if not isinstance(attn, CosineWindowAttention):
+        return attn.relative_position_bias_table
+    w, p = attn.window_size, attn.pretrained_window_size
+    coords = log_cpb_coordinates((w, w), (p, p)).to(attn.qkv.weight.dtype)
+    return 16 * torch.sigmoid(attn.cpb_mlp(coords))
+
+
+def scaled_qk(attn, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """q, k, v ``(B, h, T, d)`` of all tokens ``x`` ``(B, T, C)`` and the scale of ``q k^T``."""
+    b, t, c = x.shape
+    bias = attn.qkv_bias() if isinstance(attn, CosineWindowAttention) else attn.qkv.bias
+    qkv = F.linear(x, attn.qkv.weight, bias).view(b, t, 3, attn.num_heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    if isinstance(attn, CosineWindowAttention):
+        return unit_vectors(q) * attn.clamped_logit_scale().to(q.dtype), unit_vectors(k), v, 1.
+    return q, k, v, (c // attn.num_heads) ** -0.5
 
 
 def brute_force_attention(block, x: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
@@ -19,7 +41,7 @@ def brute_force_attention(block, x: torch.Tensor, shift: tuple[int, int]) -> tor
     """
     attn = block.attn
     b, h, w, c = x.shape
-    win = block.window[0]
+    win = block.window_size
     hp, wp = -(-h // win) * win, -(-w // win) * win
     xp = F.pad(x, (0, 0, 0, wp - w, 0, hp - h)).reshape(b, hp * wp, c)
     rows, cols = torch.meshgrid(torch.arange(hp), torch.arange(wp), indexing='ij')
@@ -30,24 +52,24 @@ def brute_force_attention(block, x: torch.Tensor, shift: tuple[int, int]) -> tor
     wrapped = (rows < shift[0]).long() * 2 + (cols < shift[1]).long()
     allowed = (window_id[:, None] == window_id[None]) & (wrapped[:, None] == wrapped[None])
 
-    qkv = attn._qkv(xp).view(b, -1, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
-    q, k, scale = attn._scaled_qk(qkv[0], qkv[1])
+    q, k, v, scale = scaled_qk(attn, xp)
     logits = (q @ k.transpose(-2, -1)) * scale
     # Relative offsets within a window, clamped for pairs that are masked anyway.
     dr = (rr[:, None] - rr[None]).clamp(-win + 1, win - 1)
     dc = (rc[:, None] - rc[None]).clamp(-win + 1, win - 1)
-    table = attn._bias_table()
+    table = bias_table(attn)
     bias = table[(dr + win - 1) * (2 * win - 1) + (dc + win - 1)].permute(2, 0, 1)
     logits = (logits + bias).masked_fill(~allowed, float('-inf'))
-    out = (logits.softmax(-1) @ qkv[2]).transpose(1, 2).reshape(b, hp * wp, c)
+    out = (logits.softmax(-1) @ v).transpose(1, 2).reshape(b, hp * wp, c)
     return attn.proj(out).view(b, hp, wp, c)[:, :h, :w]
 
 
-@pytest.mark.parametrize('post_norm', [False, True], ids=['v1', 'v2'])
+@pytest.mark.parametrize('v2', [False, True], ids=['v1', 'v2'])
 @pytest.mark.parametrize('size', [(13, 18), (8, 11), (16, 16), (3, 18)])
-def test_windowed_equals_brute_force(post_norm, size):
-    stage = SwinStage(32, depth=2, window=(4, 4), drop_paths=[0., 0.], downsample=False,
-                      num_heads=2, post_norm=post_norm, pretrained_window=(3, 3)).double().eval()
+def test_windowed_equals_brute_force(v2, size):
+    blocks = [SwinBlockV2(32, 2, 4, shifted=j == 1, pretrained_window_size=3) if v2
+              else SwinBlock(32, 2, 4, shifted=j == 1) for j in range(2)]
+    stage = SwinStage(blocks, window_size=4).double().eval()
     for block in stage.blocks:  # make the bias matter
         for p in block.attn.parameters():
             torch.nn.init.normal_(p, std=0.5)
@@ -55,7 +77,7 @@ def test_windowed_equals_brute_force(post_norm, size):
     regular, shifted = stage.layouts(size, x.device)
     for block, layout in zip(stage.blocks, (regular, shifted)):
         with torch.no_grad():
-            windowed = block._window_attention(x, layout)
+            windowed = block.attend_in_windows(x, layout)
             reference = brute_force_attention(block, x, layout.shift)
         torch.testing.assert_close(windowed, reference, rtol=0, atol=1e-10)
     assert shifted.shift == (0 if size[0] <= 4 else 2, 2) and shifted.mask is not None

@@ -1,40 +1,37 @@
-"""The pieces of a Swin stage: patch embedding, the block, patch merging, the stage.
+"""The pieces of a Swin stage: patch embedding, the V1 and V2 blocks, patch merging, the stage.
 
-One class each for V1 and V2: the versions differ only in where the norms sit
-(``post_norm``) and which attention the block holds.
+Maps between blocks are channel-last, ``(B, H, W, C)``. The V2 classes subclass the V1 ones
+and override only what differs (torchvision's pattern): the block's norm placement and
+attention, the merging's norm placement.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from .attention import CosineWindowAttention, WindowAttention, WindowLayout
-from .fast_path import eager_cpu_float32
-from .linear import Linear, onednn_linear_available
-from .recompute import gelu_mlp, token_chunks
+from .attention import CosineWindowAttention, WindowAttention, upcast
 from .window import pad_to, shift_attention_mask, window_grid, window_partition, window_reverse
 
 
-_ONEDNN = onednn_linear_available()
-
-
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm that normalises in float32 under autocast and returns float32 there.
+    """LayerNorm computed in float32 (or float64) for every input dtype.
 
-    Keeps the residual stream and the V2 post-norms in full precision under fp16 / bf16
-    autocast, where activations of large magnitude would otherwise overflow.
+    Returns the promotion of the input's and the weight's dtype: float32 under autocast
+    (float32 weights, half input), which keeps the residual stream and V2's post-norms in
+    full precision, and the model's own dtype after ``model.half()`` / ``model.bfloat16()``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(),
-                                    self.bias.float(), self.eps)
-        return super().forward(x)
+        weight = upcast(self.weight)
+        out = F.layer_norm(x.to(weight.dtype), self.normalized_shape, weight,
+                           upcast(self.bias), self.eps)
+        return out.to(torch.promote_types(x.dtype, self.weight.dtype))
 
 
 class DropPath(nn.Module):
@@ -60,23 +57,11 @@ class Mlp(nn.Sequential):
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim)
         self.drop2 = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., C) -> (..., C)``; float32 CPU training recomputes the GELU in backward
-        (:func:`.recompute.gelu_mlp`) instead of keeping its ``4C`` output per token."""
-        if (torch.is_grad_enabled() and self.drop1.p == 0 and self.drop2.p == 0
-                and self.act.approximate == 'none' and _ONEDNN
-                and eager_cpu_float32(x, self.fc1.weight, self.fc2.weight)
-                and (x.requires_grad or self.fc1.weight.requires_grad)):
-            self.fc1.drop_inference_cache()
-            self.fc2.drop_inference_cache()
-            return gelu_mlp(x, self.fc1, self.fc2)
-        return super().forward(x)
 
 
 class PatchEmbed(nn.Module):
@@ -101,148 +86,161 @@ class PatchEmbed(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """Concatenate each 2x2 neighbourhood and project ``4C -> 2C``.
+    """Concatenate each 2x2 neighbourhood, normalise the 4C channels, project to 2C (V1).
 
     ``(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 2C)``; odd sizes are zero-padded first.
     The neighbours are concatenated in the official order (top-left, bottom-left, top-right,
-    bottom-right). V1 normalises the 4C input, V2 the 2C output (``post_norm``).
+    bottom-right).
     """
 
-    def __init__(self, dim: int, post_norm: bool = False) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        self.post_norm = post_norm
-        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
-        self.norm = LayerNorm(2 * dim if post_norm else 4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = LayerNorm(4 * dim)
+
+    @staticmethod
+    def gather_neighbours(x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 4C)``."""
+        x = pad_to(x, (x.shape[1] + x.shape[1] % 2, x.shape[2] + x.shape[2] % 2))
+        return torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
+                          x[:, 1::2, 1::2]], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_to(x, (x.shape[1] + x.shape[1] % 2, x.shape[2] + x.shape[2] % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
-                      dim=-1)
-        if self.post_norm:
-            return self.norm(self.reduction(x))
-        return self.reduction(self.norm(x))
+        return self.reduction(self.norm(self.gather_neighbours(x)))
+
+
+class PatchMergingV2(PatchMerging):
+    """:class:`PatchMerging` that normalises the 2C output instead (SwinV2)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.norm = LayerNorm(2 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(self.gather_neighbours(x)))
+
+
+class WindowLayout(NamedTuple):
+    """How a stage's map is cut into windows for one forward; shared by the stage's blocks.
+
+    Attributes:
+        padded: ``(Hp, Wp)`` after right/bottom zero padding to a window multiple.
+        shift: effective cyclic shift ``(Sh, Sw)``; ``(0, 0)`` for regular windows.
+        mask: ``(nW, N, N)`` additive shifted-region mask, or None without shift.
+    """
+    padded: tuple[int, int]
+    shift: tuple[int, int]
+    mask: torch.Tensor | None
 
 
 class SwinBlock(nn.Module):
-    """A (shifted) window attention block.
-
-    V1 (pre-norm):  ``x = x + dp(attn(norm1(x)))``,  ``x = x + dp(mlp(norm2(x)))``.
-    V2 (residual post-norm, SwinV2 3.1): ``x = x + dp(norm1(attn(x)))``,
-    ``x = x + dp(norm2(mlp(x)))``.
+    """A (shifted) window attention block with pre-norm (Swin V1):
+    ``x = x + dp(attn(norm1(x)))``, ``x = x + dp(mlp(norm2(x)))``.
 
     Args:
         dim: channels ``C``.
         num_heads: attention heads.
-        window: ``(Wh, Ww)``.
+        window_size: window side.
         shifted: whether this block attends in shifted windows (odd blocks).
-        post_norm: V2 residual post-norm with cosine attention when True, else V1.
-        pretrained_window: V2 only, see :class:`CosineWindowAttention`.
-        mlp_ratio, qkv_bias, drop, attn_drop, drop_path: the usual regularisers.
+        mlp_ratio: MLP hidden width over ``C``.
+        qkv_bias: learn q, k, v biases.
+        drop: dropout after the attention projection and in the MLP.
+        attn_drop: dropout on attention weights.
+        drop_path: stochastic depth of both residual branches.
+        attn_layer: builds the attention from ``(dim, num_heads, window_size, qkv_bias,
+            attn_drop, proj_drop)``.
     """
 
-    def __init__(self, dim: int, num_heads: int, window: tuple[int, int], shifted: bool,
-                 post_norm: bool = False, pretrained_window: tuple[int, int] = (0, 0),
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool,
                  mlp_ratio: float = 4., qkv_bias: bool = True, drop: float = 0.,
-                 attn_drop: float = 0., drop_path: float = 0.) -> None:
+                 attn_drop: float = 0., drop_path: float = 0.,
+                 attn_layer: Callable[..., nn.Module] = WindowAttention) -> None:
         super().__init__()
-        self.window = window
+        self.window_size = window_size
         self.shifted = shifted
-        self.post_norm = post_norm
         self.norm1 = LayerNorm(dim)
-        if post_norm:
-            self.attn = CosineWindowAttention(dim, num_heads, window, qkv_bias, attn_drop, drop,
-                                              pretrained_window)
-        else:
-            self.attn = WindowAttention(dim, num_heads, window, qkv_bias, attn_drop, drop)
+        self.attn = attn_layer(dim, num_heads, window_size, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path)
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def _window_attention(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+    def attend_in_windows(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """Pad, shift, partition, attend, reverse, un-shift, crop: ``(B, H, W, C)`` in and out."""
         _, h, w, _ = x.shape
+        window = (self.window_size, self.window_size)
         x = pad_to(x, layout.padded)  # pad before roll, so the shift sees the padded map
         shift = layout.shift
         if shift != (0, 0):
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        x = window_reverse(self.attn(window_partition(x, self.window), layout), self.window,
-                           layout.padded)
+        windows = self.attn(window_partition(x, window), layout.mask)  # (B * nW, N, C)
+        x = window_reverse(windows, window, layout.padded)
         if shift != (0, 0):
             x = torch.roll(x, shifts=shift, dims=(1, 2))
         return x[:, :h, :w]
 
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """``(B, H, W, C) -> (B, H, W, C)``; ``layout`` is the stage's for this block's shift."""
-        if self.post_norm:
-            x = x + self.drop_path(self.norm1(self._window_attention(x, layout)))
-        else:
-            x = x + self.drop_path(self._window_attention(self.norm1(x), layout))
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return x + self.drop_path(self._feed_forward(x))
-        return self._add_feed_forward_in_chunks(x)
+        x = x + self.drop_path(self.attend_in_windows(self.norm1(x), layout))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
-    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP branch with its norm (V1 before, V2 after): ``(..., C) -> (..., C)``."""
-        return self.norm2(self.mlp(x)) if self.post_norm else self.mlp(self.norm2(x))
 
-    def _add_feed_forward_in_chunks(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + feed_forward(x)`` (inference) over token chunks whose ``4C`` hidden
-        activations (8 MiB in fp32) stay in cache: at 800x1344 the MLP runs ~2x faster
-        than on the whole map at once. Tokens are independent here, so the result is the
-        same."""
-        flat = x.reshape(-1, x.shape[-1])
-        chunks = token_chunks(flat.shape[0], self.mlp.fc1.out_features)
-        if len(chunks) == 1:
-            return x + self._feed_forward(x)
-        out = torch.empty_like(flat)
-        for rows in chunks:
-            torch.add(flat[rows], self._feed_forward(flat[rows]), out=out[rows])
-        return out.view(x.shape)
+class SwinBlockV2(SwinBlock):
+    """A Swin V2 block: cosine attention and residual post-norm (SwinV2 3.1),
+    ``x = x + dp(norm1(attn(x)))``, ``x = x + dp(norm2(mlp(x)))``.
+
+    Args:
+        pretrained_window_size: see :class:`CosineWindowAttention`.
+        Other arguments as in :class:`SwinBlock`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool,
+                 mlp_ratio: float = 4., qkv_bias: bool = True, drop: float = 0.,
+                 attn_drop: float = 0., drop_path: float = 0.,
+                 pretrained_window_size: int = 0) -> None:
+        attn_layer = partial(CosineWindowAttention, pretrained_window_size=pretrained_window_size)
+        super().__init__(dim, num_heads, window_size, shifted, mlp_ratio, qkv_bias, drop,
+                         attn_drop, drop_path, attn_layer)
+
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        # The difference to V1: the norms follow the branches instead of preceding them.
+        x = x + self.drop_path(self.norm1(self.attend_in_windows(x, layout)))
+        return x + self.drop_path(self.norm2(self.mlp(x)))
 
 
 class SwinStage(nn.Module):
-    """``depth`` blocks alternating regular and shifted windows, then optional patch merging.
+    """Blocks alternating regular and shifted windows, then an optional patch merging.
 
     Args:
-        dim: channels of the stage.
-        depth: number of blocks.
-        window: ``(Wh, Ww)``.
-        drop_paths: one drop-path rate per block.
-        downsample: end the stage with :class:`PatchMerging`.
+        blocks: the stage's blocks, :class:`SwinBlock` or :class:`SwinBlockV2`, all with
+            the same ``window_size``.
+        window_size: their window side.
+        downsample: patch merging applied to the stage's output, or None.
         with_cp: non-reentrant activation checkpointing of each block while training.
-        block_kwargs: forwarded to :class:`SwinBlock` (``num_heads``, ``post_norm``, ...).
     """
 
-    def __init__(self, dim: int, depth: int, window: tuple[int, int], drop_paths: Sequence[float],
-                 downsample: bool, with_cp: bool = False, **block_kwargs) -> None:
+    def __init__(self, blocks: Sequence[SwinBlock], window_size: int,
+                 downsample: PatchMerging | None = None, with_cp: bool = False) -> None:
         super().__init__()
-        self.window = window
+        self.window_size = window_size
         self.with_cp = with_cp
-        self.blocks = nn.ModuleList(
-            SwinBlock(dim, window=window, shifted=j % 2 == 1, drop_path=drop_paths[j],
-                      **block_kwargs) for j in range(depth))
-        self.downsample = (PatchMerging(dim, block_kwargs.get('post_norm', False))
-                           if downsample else None)
-        self._mask_cache: tuple[tuple, torch.Tensor] | None = None
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
 
-    def layouts(self, size: tuple[int, int], device: torch.device) -> tuple[WindowLayout,
-                                                                            WindowLayout]:
-        """The regular and the shifted window layout of a ``size`` map."""
-        half = (self.window[0] // 2, self.window[1] // 2)
-        padded, shift = window_grid(size, self.window, half)
+    def layouts(self, size: tuple[int, int],
+                device: torch.device) -> tuple[WindowLayout, WindowLayout]:
+        """The regular and the shifted window layout of a ``size`` map; the shifted one's
+        mask is built here, once per stage and forward."""
+        window = (self.window_size, self.window_size)
+        padded, shift = window_grid(size, window, (self.window_size // 2,) * 2)
         regular = WindowLayout(padded, (0, 0), None)
         if shift == (0, 0):
             return regular, regular
-        return regular, WindowLayout(padded, shift, self._shift_mask(padded, shift, device))
+        return regular, WindowLayout(padded, shift, self.shift_mask(padded, shift, device))
 
-    def _shift_mask(self, padded: tuple[int, int], shift: tuple[int, int],
-                    device: torch.device) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return shift_attention_mask(padded, self.window, shift, device)
-        key = (padded, shift, device)
-        if self._mask_cache is None or self._mask_cache[0] != key:
-            self._mask_cache = (key, shift_attention_mask(padded, self.window, shift, device))
-        return self._mask_cache[1]
+    def shift_mask(self, padded: tuple[int, int], shift: tuple[int, int],
+                   device: torch.device) -> torch.Tensor:
+        """``(nW, N, N)`` additive mask of the shifted layout, see ``shift_attention_mask``."""
+        return shift_attention_mask(padded, (self.window_size,) * 2, shift, device)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, H, W, C)`` -> the stage output ``(B, H, W, C)`` and the map after merging

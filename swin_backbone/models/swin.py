@@ -13,7 +13,8 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from ..registry import MODELS
-from .blocks import LayerNorm, PatchEmbed, SwinStage
+from .blocks import (LayerNorm, PatchEmbed, PatchMerging, PatchMergingV2, SwinBlock, SwinBlockV2,
+                     SwinStage)
 
 ARCH_ZOO: dict[str, dict] = {
     'tiny': dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
@@ -69,7 +70,8 @@ class SwinTransformer(BaseModule):
         drop_rate: dropout after projections and in the MLP.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth, rising linearly from 0 over all blocks. Default 0.1.
-        out_indices: stages whose maps are returned. Default all four.
+        out_indices: stages whose maps are returned. Default all four. Stages after
+            ``max(out_indices)``, and that stage's patch merging, are not built.
         frozen_stages: -1 trains everything; 0 freezes the patch embedding; ``k >= 1`` also
             stages ``0 .. k-1`` and their output norms. Takes effect at construction.
         norm_eval: keep every LayerNorm in eval mode while training (a no-op for LayerNorm's
@@ -85,6 +87,7 @@ class SwinTransformer(BaseModule):
 
     version = 1
     default_window_size = 7
+    merging_layer: type[PatchMerging] = PatchMerging
 
     def __init__(self, arch: str | dict = 'tiny', patch_size: int = 4, in_channels: int = 3,
                  window_size: int | Sequence[int] | None = None,
@@ -138,17 +141,27 @@ class SwinTransformer(BaseModule):
 
     def _build_stages(self, mlp_ratio: float, qkv_bias: bool, drop_rate: float,
                       attn_drop_rate: float, drop_path_rate: float, with_cp: bool) -> nn.ModuleList:
+        """Stages ``0 .. max(out_indices)``; the last one built has no patch merging, so
+        every parameter built contributes to an output (DDP needs no unused-parameter
+        search)."""
         rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        last = max(self.out_indices)
         stages = nn.ModuleList()
-        for i, depth in enumerate(self.depths):
+        for i in range(last + 1):
+            dim = self.embed_dims * 2**i
             first = sum(self.depths[:i])
-            stages.append(SwinStage(
-                self.embed_dims * 2**i, depth, (self.window_size[i],) * 2,
-                drop_paths=rates[first:first + depth], downsample=i < len(self.depths) - 1,
-                with_cp=with_cp, num_heads=self.num_heads[i], post_norm=self.version == 2,
-                pretrained_window=(self.pretrained_window_size[i],) * 2, mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate))
+            blocks = [self._build_block(i, dim, shifted=j % 2 == 1, mlp_ratio=mlp_ratio,
+                                        qkv_bias=qkv_bias, drop=drop_rate,
+                                        attn_drop=attn_drop_rate, drop_path=rates[first + j])
+                      for j in range(self.depths[i])]
+            downsample = self.merging_layer(dim) if i < last else None
+            stages.append(SwinStage(blocks, self.window_size[i], downsample, with_cp))
         return stages
+
+    def _build_block(self, stage: int, dim: int, **kwargs) -> SwinBlock:
+        """One block of ``stage``; ``kwargs`` are :class:`SwinBlock`'s regularisers and
+        ``shifted``."""
+        return SwinBlock(dim, self.num_heads[stage], self.window_size[stage], **kwargs)
 
     def _init_default_weights(self) -> None:
         """The official initialisation: truncated normal linears, unit norms, and in V2 the
@@ -183,7 +196,7 @@ class SwinTransformer(BaseModule):
         if self.frozen_stages < 0:
             return []
         modules: list[nn.Module] = [self.patch_embed, self.drop_after_pos]
-        for i in range(self.frozen_stages):
+        for i in range(min(self.frozen_stages, len(self.stages))):
             modules.append(self.stages[i])
             if i in self.out_indices:
                 modules.append(getattr(self, f'norm{i}'))
@@ -230,8 +243,6 @@ class SwinTransformer(BaseModule):
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())  # (B, H, W, C) -> (B, C, H, W)
-            if i == max(self.out_indices):
-                break
         return tuple(outs)
 
 
@@ -246,3 +257,8 @@ class SwinTransformerV2(SwinTransformer):
 
     version = 2
     default_window_size = 8
+    merging_layer = PatchMergingV2
+
+    def _build_block(self, stage: int, dim: int, **kwargs) -> SwinBlockV2:
+        return SwinBlockV2(dim, self.num_heads[stage], self.window_size[stage],
+                           pretrained_window_size=self.pretrained_window_size[stage], **kwargs)

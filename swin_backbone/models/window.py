@@ -44,7 +44,8 @@ def pad_to(x: torch.Tensor, padded: tuple[int, int]) -> torch.Tensor:
 
 
 def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-    """Split ``(B, Hp, Wp, C)`` into ``(B * nW, Wh * Ww, C)`` windows, row-major over windows."""
+    """Split ``(B, Hp, Wp, C)`` into ``(B * nW, Wh * Ww, C)`` windows: image-major, then
+    row-major over windows, so window ``i`` of every image meets ``shift_mask[i]``."""
     b, h, w, c = x.shape
     wh, ww = window
     x = x.view(b, h // wh, wh, w // ww, ww, c)
@@ -99,7 +100,8 @@ def relative_position_index(window: tuple[int, int]) -> torch.Tensor:
     return rel[:, :, 0] * (2 * window[1] - 1) + rel[:, :, 1]
 
 
-def log_cpb_coordinates(window: tuple[int, int], pretrained_window: tuple[int, int]) -> torch.Tensor:
+def log_cpb_coordinates(window: tuple[int, int], pretrained_window: tuple[int, int],
+                        device: torch.device | None = None) -> torch.Tensor:
     """Log-spaced relative coordinates fed to the continuous position bias MLP (SwinV2 3.3).
 
     Offsets are normalised by ``pretrained_window - 1`` (or ``window - 1`` when no pretrained
@@ -112,7 +114,8 @@ def log_cpb_coordinates(window: tuple[int, int], pretrained_window: tuple[int, i
     axes = []
     for size, pretrained in zip(window, pretrained_window):
         norm = (pretrained if pretrained > 0 else size) - 1
-        axes.append(torch.arange(-(size - 1), size, dtype=torch.float32) / max(norm, 1))
+        axes.append(torch.arange(-(size - 1), size, dtype=torch.float32, device=device)
+                    / max(norm, 1))
     table = torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1) * 8
     table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
     return table.view(-1, 2)

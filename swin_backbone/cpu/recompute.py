@@ -13,9 +13,9 @@ of them are cheap to recompute from tensors that are saved anyway:
 :func:`gelu_mlp` and :func:`window_attention` save only those and recompute the rest,
 cutting what a training step at 2x512x512 keeps for backward by 38 % (SwinV2-T: 904 MiB
 against 1469) and 25 % (Swin-T: 954 against 1276; ``tools/benchmark.py``). They run for
-float32 CPU tensors with gradients (:func:`.fast_path.eager_cpu_float32`); the callers
-fall back to plain modules everywhere else. Values and gradients equal the plain path's to
-float32 rounding (``tests/test_recompute.py``).
+float32 CPU tensors with gradients (:func:`.eager.eager_cpu_float32`); the callers
+(:mod:`.modules`) fall back to the reference modules everywhere else. Values and gradients
+equal the reference's to float32 rounding (``tests/test_cpu_layer.py``).
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ class _GeluMlp(torch.autograd.Function):
 
 def token_chunks(tokens: int, hidden: int) -> list[slice]:
     """Row ranges of at most ``HIDDEN_PER_CHUNK / hidden`` tokens (at least 256): the MLP's
-    chunks, in training (:func:`gelu_mlp`) and in inference (``blocks.SwinBlock``)."""
+    chunks, in training (:func:`gelu_mlp`) and in inference (:mod:`.modules`)."""
     rows = max(256, HIDDEN_PER_CHUNK // hidden)
     return [slice(start, start + rows) for start in range(0, tokens, rows)]
 
@@ -205,6 +205,6 @@ def window_attention(qkv: torch.Tensor, bias: torch.Tensor, shift_mask: torch.Te
 
     V1: ``q' = q``, ``k' = k``. V2 (``logit_scale`` given, ``(h, 1, 1)``, ``scale=1``):
     ``q' = logit_scale * q / ||q||``, ``k' = k / ||k||``, with zero gradient at zero
-    vectors (as :func:`.attention.unit_vectors`). Saves q, k, v and the log-sum-exp only.
+    vectors (as ``models.attention.unit_vectors``). Saves q, k, v and the log-sum-exp only.
     """
     return _WindowAttention.apply(qkv, bias, shift_mask, logit_scale, scale)

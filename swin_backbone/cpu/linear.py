@@ -3,24 +3,24 @@
 PyTorch sends a float32 ``F.linear`` on x86 CPUs to MKL's sgemm. On the AMD EPYC (AVX-512)
 machines this project is measured on, oneDNN, which ships inside PyTorch, is 1.3x-3x
 faster for the tall, thin matmuls of a Swin backbone (tokens x 96..3072 channels); see
-``tools/benchmark.py``. :class:`Linear` keeps ``nn.Linear``'s parameters and state-dict
-keys and only changes which library multiplies:
+``tools/benchmark.py``. :class:`OneDnnLinear` is what :func:`swin_backbone.cpu.accelerate`
+turns a backbone's ``nn.Linear`` into: same parameters and state-dict keys, only the
+library that multiplies changes:
 
 * without autograd (inference): ``torch.ops.mkldnn._linear_pointwise`` with the weight
   reordered once into oneDNN's blocked layout, cached until the weight changes (its
   version counter or storage), a forward records gradients or ``train()`` / ``eval()``
-  is called (:meth:`Linear.drop_inference_cache`); under CPU bf16 autocast the same in
-  bfloat16, the dtype autocast would use, with the bf16 copy of the weight packed once
+  is called (:meth:`OneDnnLinear.drop_inference_cache`); under CPU bf16 autocast the same
+  in bfloat16, the dtype autocast would use, with the bf16 copy of the weight packed once
   instead of cast per call;
 * with autograd (training): a ``Function`` whose forward and input gradient run on oneDNN;
   the weight gradient ``grad^T @ x`` too when the layer is wide for its token count
   (SwinV2-T stages 3-4 at 512 px: ~25 % faster), else on MKL, which reads the transposed
   operands in place and wins for the many-token early stages (~3x there).
 
-Everything else keeps ``F.linear``: other devices and dtypes, fp16 autocast, autocast with
-autograd, ``torch.compile`` (inductor packs weights itself), ``torch.jit.trace`` (so
-``mmengine.analysis`` counts FLOPs of ``aten::linear``), and any call inside
-:func:`~.fast_path.plain_path`, the reference path the tests compare against.
+Everything else is ``nn.Linear.forward``: other devices and dtypes, fp16 autocast, autocast
+with autograd, ``torch.compile`` (inductor packs weights itself), ``torch.jit.trace`` (so
+``mmengine.analysis`` counts FLOPs of ``aten::linear``) and exporters (:mod:`.eager`).
 """
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .fast_path import plain_path_enabled
+from .eager import cpu_autocast_dtype, eager
 
-__all__ = ['Linear', 'onednn_linear_available', 'onednn_matmul', 'weight_gradient']
+__all__ = ['OneDnnLinear', 'onednn_linear_available', 'onednn_matmul', 'weight_gradient']
 
 
 def onednn_linear_available() -> bool:
-    """Whether this PyTorch build has the oneDNN linear kernels :class:`Linear` uses."""
+    """Whether this PyTorch build has the oneDNN linear kernels :class:`OneDnnLinear` uses."""
     return (torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, '_linear_pointwise')
             and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
@@ -48,13 +48,12 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
     """The dtype oneDNN should multiply ``x`` and ``weight`` in, or None for ``F.linear``:
     float32 for float32 tensors; bfloat16 under CPU bf16 autocast without autograd (the
     dtype autocast itself would pick, with the cast weight kept packed)."""
-    if not (_AVAILABLE and weight.dtype == torch.float32 and x.device.type == 'cpu'
-            and weight.device.type == 'cpu' and x.numel() > 0
-            and not plain_path_enabled() and not torch.compiler.is_compiling()
-            and not torch.jit.is_tracing()):
+    if not (_AVAILABLE and weight.dtype == torch.float32 and x.numel() > 0
+            and eager(x, weight)):
         return None
-    if torch.is_autocast_enabled('cpu'):
-        if (torch.get_autocast_dtype('cpu') == torch.bfloat16 and not torch.is_grad_enabled()
+    autocast_dtype = cpu_autocast_dtype()
+    if autocast_dtype is not None:
+        if (autocast_dtype == torch.bfloat16 and not torch.is_grad_enabled()
                 and x.dtype in (torch.float32, torch.bfloat16)):
             return torch.bfloat16
         return None
@@ -85,7 +84,7 @@ def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(flat_grad.t(), flat_x.t(), None, 'none', [], '')
 
 
-class _OneDnnLinear(torch.autograd.Function):
+class _OneDnnLinearFunction(torch.autograd.Function):
     """``F.linear`` with forward and input gradient on oneDNN, weight gradient on oneDNN
     or MKL by shape."""
 
@@ -110,13 +109,18 @@ class _OneDnnLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-class Linear(nn.Linear):
+class OneDnnLinear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and results to float32 rounding) that
-    multiplies on oneDNN for float32 CPU tensors; see the module docstring."""
+    multiplies on oneDNN for float32 CPU tensors; see the module docstring. Made from a
+    built ``nn.Linear`` by :meth:`adopt`."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._packed: dict[torch.dtype, tuple[tuple, torch.Tensor]] = {}
+    _packed: dict[torch.dtype, tuple[tuple, torch.Tensor]]
+
+    @classmethod
+    def adopt(cls, module: nn.Linear) -> None:
+        """Turn ``module`` into this class in place (parameters untouched)."""
+        module.__class__ = cls
+        module._packed = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., in_features) -> (..., out_features)``."""
@@ -130,11 +134,11 @@ class Linear(nn.Linear):
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
             self.drop_inference_cache()
-            return _OneDnnLinear.apply(x, self.weight, bias)  # float32 only, see above
+            return _OneDnnLinearFunction.apply(x, self.weight, bias)  # float32 only, see above
         bias = None if bias is None else bias.detach().to(dtype)
         return onednn_matmul(x.to(dtype), self._packed_weight(dtype), bias)
 
-    def train(self, mode: bool = True) -> Linear:
+    def train(self, mode: bool = True) -> OneDnnLinear:
         """Also drops the packed weights, see :meth:`drop_inference_cache`."""
         self.drop_inference_cache()
         return super().train(mode)

@@ -1,0 +1,307 @@
+"""CPU subclasses of the reference modules: the same parameters, the same results to float32
+rounding, faster kernels for eager CPU calls.
+
+Each class here subclasses one reference module of :mod:`swin_backbone.models` and is
+installed on a built module by :meth:`adopt` (a class swap; parameters and state-dict keys
+stay). Every call it does not accelerate goes to the reference ``forward``: other devices,
+``torch.compile``, tracing and export (:mod:`.eager`), dtypes and modes a kernel does not
+cover. What they add:
+
+* training (float32, gradients): the MLP and the window attention recompute their largest
+  intermediates in backward (:mod:`.recompute`);
+* inference (no gradients): the attention bias + shift mask is cached between forwards
+  (keyed on the bias parameters' versions and the stage's cached shift mask), attention on
+  large maps runs over chunks of windows, and the MLP branch over chunks of tokens whose
+  hidden activations stay in cache.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..models.attention import CosineWindowAttention, WindowAttention, merge_heads
+from ..models.blocks import Mlp, SwinBlock, SwinBlockV2, SwinStage, WindowLayout
+from .eager import eager, eager_cpu_float32
+from .linear import OneDnnLinear, onednn_linear_available
+from .recompute import fused_attention_available, gelu_mlp, token_chunks, window_attention
+
+_ONEDNN = onednn_linear_available()
+_FUSED_ATTENTION = fused_attention_available()
+# Inference attends in chunks of windows once the windows of one call exceed glibc's largest
+# mmap threshold (32 MiB): bigger temporaries arrive as fresh pages on every forward, which
+# made a SwinV2-T forward at 1536x1536 9-14 % slower (measured with and without chunks).
+_CHUNK_ABOVE_BYTES = 32 << 20
+_CHUNK_BYTES = 8 << 20  # input windows per chunk
+
+
+class CpuMlp(Mlp):
+    """:class:`Mlp` that, in float32 CPU training, recomputes its GELU in backward
+    (:func:`.recompute.gelu_mlp`) instead of keeping its ``4C`` output per token."""
+
+    @classmethod
+    def adopt(cls, module: Mlp) -> None:
+        module.__class__ = cls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., C) -> (..., C)``."""
+        if (torch.is_grad_enabled() and self.drop1.p == 0 and self.drop2.p == 0
+                and self.act.approximate == 'none' and _ONEDNN
+                and eager_cpu_float32(x, self.fc1.weight, self.fc2.weight)
+                and (x.requires_grad or self.fc1.weight.requires_grad)):
+            for fc in (self.fc1, self.fc2):  # gelu_mlp reads their weights directly
+                if isinstance(fc, OneDnnLinear):
+                    fc.drop_inference_cache()
+            return gelu_mlp(x, self.fc1, self.fc2)
+        return super().forward(x)
+
+
+class _CpuAttention:
+    """The CPU forward shared by both attention versions; the versions supply
+    :meth:`_qkv_heads`, :meth:`_logit_scale`, :meth:`_kernel_scale` and
+    :meth:`_scaled_qk_for_inference`."""
+
+    num_heads: int
+    attn_drop: float
+    training: bool
+    proj: nn.Linear
+    proj_drop: nn.Dropout
+    relative_position_bias: Callable[[], torch.Tensor]
+    _mask_cache: tuple[tuple, torch.Tensor] | None
+
+    @classmethod
+    def adopt(cls, module: nn.Module) -> None:
+        module.__class__ = cls
+        module._mask_cache = None
+
+    def train(self, mode: bool = True):
+        """Also drops the cached bias: fused optimisers (``AdamW(fused=True)``) and writes
+        through ``.data`` (mmengine's ``EMAHook``) change weights without a version bump."""
+        self._mask_cache = None
+        return super().train(mode)  # type: ignore[misc]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()  # type: ignore[misc]
+        state['_mask_cache'] = None
+        return state
+
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B * nW, N, C)`` windows and the ``(nW, N, N)`` shift mask -> ``(B * nW, N, C)``."""
+        if not eager(x):
+            return super().forward(x, shift_mask)  # type: ignore[misc]
+        if torch.is_grad_enabled():
+            self._mask_cache = None  # an optimiser step may follow, see train()
+            if (_FUSED_ATTENTION and eager_cpu_float32(x) and x.requires_grad
+                    and not (self.training and self.attn_drop > 0)):
+                out = window_attention(self._qkv_heads(x), self.relative_position_bias(),
+                                       shift_mask, self._logit_scale(), self._kernel_scale())
+                return self._project(out)
+            return super().forward(x, shift_mask)  # type: ignore[misc]
+        if x.numel() * x.element_size() > _CHUNK_ABOVE_BYTES:
+            return self._forward_in_chunks(x, shift_mask)
+        qkv = self._qkv_heads(x)
+        mask = self._cached_mask(shift_mask, qkv.dtype)
+        return self._project(self._attend(qkv, mask, shift_mask is not None))
+
+    def _forward_in_chunks(self, x: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
+        """Inference over chunks of windows (never across images), each with its slice of
+        the cached mask; the same result, ``(B * nW, N, C)``."""
+        b_, n, c = x.shape
+        h = self.num_heads
+        n_windows = b_ if shift_mask is None else shift_mask.shape[0]
+        rows = max(1, _CHUNK_BYTES // (n * c * x.element_size()))
+        full_mask = None
+        out = torch.empty_like(x)
+        for image_start in range(0, b_, n_windows):
+            for first in range(0, n_windows, rows):
+                count = min(rows, n_windows - first)
+                part = slice(image_start + first, image_start + first + count)
+                qkv = self._qkv_heads(x[part])
+                if full_mask is None:  # (1, h or nW * h, N, N), cached across forwards
+                    full_mask = self._cached_mask(shift_mask, qkv.dtype)
+                if shift_mask is None:
+                    out[part] = self._project(self._attend(qkv, full_mask, False))
+                else:
+                    mask = full_mask[:, first * h:(first + count) * h]
+                    out[part] = self._project(self._attend(qkv, mask, True))
+        return out
+
+    def _cached_mask(self, shift_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """Bias plus shift mask, ``(1, h, N, N)`` without shift, else ``(1, nW * h, N, N)``.
+
+        Kept between inference forwards, keyed by the shift mask (the stage's cached tensor,
+        held by the key, so identity is safe), the dtype and the version counters and
+        storages of the bias parameters, so loading weights invalidates it.
+        """
+        params = tuple((p._version, p.data_ptr()) for p in self._bias_parameters())
+        key = (shift_mask, dtype, params)
+        cached = self._mask_cache
+        if (cached is not None and cached[0][0] is shift_mask
+                and cached[0][1:] == key[1:]):
+            return cached[1]
+        mask = self.relative_position_bias().unsqueeze(0)  # (1, h, N, N)
+        if shift_mask is not None:
+            n = mask.shape[-1]
+            mask = (mask + shift_mask.unsqueeze(1)).view(1, -1, n, n)  # (1, nW * h, N, N)
+        mask = mask.to(dtype)
+        self._mask_cache = (key, mask)
+        return mask
+
+    def _attend(self, qkv: torch.Tensor, mask: torch.Tensor, per_window: bool) -> torch.Tensor:
+        """``(3, B * nW, h, N, d)`` q, k, v and a mask from :meth:`_cached_mask` (or a slice
+        of it over whole windows) -> ``(B * nW, h, N, d)``.
+
+        A per-window mask is either broadcast to ``(B * nW, h, N, N)`` (free for a batch
+        of one, and the smaller copy while ``N < 3 * head_dim``), or the windows are folded
+        into the head axis, ``(B, nW * h, N, d)``, so that it broadcasts over the batch.
+        """
+        q, k = self._scaled_qk_for_inference(qkv[0], qkv[1])
+        v = qkv[2]
+        q, k = q.to(v.dtype), k.to(v.dtype)
+        b_, h, n, d = v.shape
+        if per_window:
+            n_windows = mask.shape[1] // h
+            batch = b_ // n_windows
+            if batch == 1 or n < 3 * d:
+                mask = mask.view(1, n_windows, h, n, n).expand(batch, -1, -1, -1, -1)
+                mask = mask.reshape(b_, h, n, n)
+            else:
+                q, k, v = (t.reshape(batch, n_windows * h, n, d) for t in (q, k, v))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                               scale=self._kernel_scale())
+        return out.reshape(b_, h, n, d)
+
+    def _project(self, out: torch.Tensor) -> torch.Tensor:
+        """``(B * nW, h, N, d)`` -> ``(B * nW, N, C)``."""
+        return self.proj_drop(self.proj(merge_heads(out)))
+
+
+class CpuWindowAttention(_CpuAttention, WindowAttention):
+    """:class:`WindowAttention` on the CPU kernels of :class:`_CpuAttention`."""
+
+    def _bias_parameters(self) -> list[nn.Parameter]:
+        return [self.relative_position_bias_table]
+
+    def _qkv_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B * nW, N, C)`` -> q, k, v stacked as ``(3, B * nW, h, N, C / h)`` (a view)."""
+        b_, n, c = x.shape
+        return self.qkv(x).view(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+
+    def _logit_scale(self) -> None:
+        return None
+
+    def _kernel_scale(self) -> float:
+        return self.scale
+
+    def _scaled_qk_for_inference(self, q: torch.Tensor, k: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        return q, k
+
+
+class CpuCosineWindowAttention(_CpuAttention, CosineWindowAttention):
+    """:class:`CosineWindowAttention` on the CPU kernels of :class:`_CpuAttention`."""
+
+    def _bias_parameters(self) -> list[nn.Parameter]:
+        return list(self.cpb_mlp.parameters())
+
+    def _qkv_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b_, n, c = x.shape
+        bias = self.qkv_bias()
+        qkv = (self.qkv.with_bias(x, bias) if isinstance(self.qkv, OneDnnLinear)
+               else torch.nn.functional.linear(x, self.qkv.weight, bias))
+        return qkv.view(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+
+    def _logit_scale(self) -> torch.Tensor:
+        return self.clamped_logit_scale()
+
+    def _kernel_scale(self) -> float:
+        return 1.0
+
+    def _scaled_qk_for_inference(self, q: torch.Tensor, k: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``logit_scale * q / ||q||`` and ``k / ||k||`` in float32, one pass over each."""
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        return (_scaled_unit_vectors(q.to(dtype), self.clamped_logit_scale()),
+                _scaled_unit_vectors(k.to(dtype)))
+
+
+def _scaled_unit_vectors(x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.normalize(x, dim=-1) * scale`` in one pass over x: the per-vector factor
+    ``scale / max(||x||, 1e-12)`` is formed on the small ``(..., 1)`` norm tensor."""
+    factor = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+    if scale is not None:
+        factor = factor.mul_(scale)
+    return x * factor
+
+
+class _ChunkedFeedForward:
+    """Inference forward of a block whose MLP branch runs over token chunks whose ``4C``
+    hidden activations (8 MiB in fp32) stay in cache: at 800x1344 the MLP runs ~2x faster
+    than on the whole map at once. Tokens are independent there, so the result is the same.
+    The versions supply :meth:`_attention_branch` and :meth:`_feed_forward`."""
+
+    training: bool
+
+    @classmethod
+    def adopt(cls, module: nn.Module) -> None:
+        module.__class__ = cls
+
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled() or not eager(x):
+            return super().forward(x, layout)  # type: ignore[misc]
+        x = x + self._attention_branch(x, layout)  # drop-path is the identity in eval
+        flat = x.reshape(-1, x.shape[-1])
+        chunks = token_chunks(flat.shape[0], self.mlp.fc1.out_features)  # type: ignore[attr-defined]
+        if len(chunks) == 1:
+            return x + self._feed_forward(x)
+        out = torch.empty_like(flat)
+        for rows in chunks:
+            torch.add(flat[rows], self._feed_forward(flat[rows]), out=out[rows])
+        return out.view(x.shape)
+
+
+class CpuSwinBlock(_ChunkedFeedForward, SwinBlock):
+    """:class:`SwinBlock` with the chunked inference MLP."""
+
+    def _attention_branch(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        return self.attend_in_windows(self.norm1(x), layout)
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm2(x))
+
+
+class CpuSwinBlockV2(_ChunkedFeedForward, SwinBlockV2):
+    """:class:`SwinBlockV2` with the chunked inference MLP."""
+
+    def _attention_branch(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        return self.norm1(self.attend_in_windows(x, layout))
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.mlp(x))
+
+
+class CpuSwinStage(SwinStage):
+    """:class:`SwinStage` that keeps its CPU shift mask between forwards of one map size,
+    which lets the attention modules keep their bias + mask too."""
+
+    _mask_cache: tuple[tuple, torch.Tensor] | None
+
+    @classmethod
+    def adopt(cls, module: SwinStage) -> None:
+        module.__class__ = cls
+        module._mask_cache = None
+
+    def shift_mask(self, padded: tuple[int, int], shift: tuple[int, int],
+                   device: torch.device) -> torch.Tensor:
+        if device.type != 'cpu' or not eager():
+            return super().shift_mask(padded, shift, device)
+        key = (padded, shift)
+        if self._mask_cache is None or self._mask_cache[0] != key:
+            self._mask_cache = (key, super().shift_mask(padded, shift, device))
+        return self._mask_cache[1]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state['_mask_cache'] = None
+        return state

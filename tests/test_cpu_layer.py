@@ -1,0 +1,105 @@
+"""The CPU layer (``swin_backbone.cpu.accelerate``) against the reference model on the same
+weights: outputs and every gradient, with tolerances relative to each tensor's scale."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from swin_backbone import SwinTransformer, SwinTransformerV2
+from swin_backbone.cpu import accelerate, is_accelerated
+from swin_backbone.cpu.linear import OneDnnLinear, onednn_linear_available
+from scale import assert_close_to_scale
+
+TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
+VERSIONS = pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
+# Measured on an Intel Xeon (AMX): outputs 2e-6, gradients 5e-6 of their scale.
+OUTPUT_REL, GRAD_REL = 2e-5, 1e-4
+
+
+def _pair(cls: type, **kwargs) -> tuple[nn.Module, nn.Module]:
+    """A reference backbone with non-trivial norms and its accelerated copy."""
+    torch.manual_seed(0)
+    reference = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1), **kwargs)
+    for m in reference.modules():  # V2's zero-initialised post-norms would hide the branches
+        if isinstance(m, nn.LayerNorm):
+            nn.init.normal_(m.weight, 1., .1)
+            nn.init.normal_(m.bias, 0., .1)
+    return reference, accelerate(copy.deepcopy(reference))
+
+
+def _outputs_and_gradients(model: nn.Module, x: torch.Tensor, train: bool
+                           ) -> list[tuple[str, torch.Tensor]]:
+    model.train(train)
+    model.zero_grad()
+    with torch.set_grad_enabled(train):
+        outs = model(x)
+    named = [(f'out{i}', o.detach()) for i, o in enumerate(outs)]
+    if train:
+        # Random weights: a weighting constant over channels has zero gradient through the
+        # output LayerNorms and would compare rounding noise.
+        weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i))
+                   for i, o in enumerate(outs)]
+        sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+        named += [(n, p.grad) for n, p in model.named_parameters()]
+    return named
+
+
+@pytest.mark.skipif(not onednn_linear_available(), reason='no oneDNN in this build')
+@VERSIONS
+@pytest.mark.parametrize('train', [False, True], ids=['inference', 'training'])
+def test_accelerated_equals_reference(cls: type, train: bool) -> None:
+    reference, fast = _pair(cls)
+    x = torch.randn(2, 3, 37, 45)  # pads at both stages, shifts in both
+    want = _outputs_and_gradients(reference, x, train)
+    got = _outputs_and_gradients(fast, x, train)
+    assert [n for n, _ in got] == [n for n, _ in want]
+    assert len(want) == (2 + len(list(reference.parameters())) if train else 2)
+    for (name, a), (_, b) in zip(got, want):
+        assert a is not None and b is not None, name
+        assert_close_to_scale(a, b, OUTPUT_REL if name.startswith('out') else GRAD_REL, name)
+
+
+@VERSIONS
+def test_bf16_autocast_inference_stays_near_the_reference(cls: type) -> None:
+    reference, fast = _pair(cls)
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        pairs = list(zip(fast.eval()(x), reference.eval()(x)))
+    for a, b in pairs:
+        assert a.dtype == b.dtype == torch.float32
+        assert_close_to_scale(a, b, 5e-2)  # bf16 rounding of both paths
+
+
+def test_only_the_backbones_modules_change_class() -> None:
+    backbone = SwinTransformerV2(arch=TINY, window_size=4, out_indices=(0, 1))
+    model = nn.ModuleDict(dict(backbone=backbone, head=nn.Linear(64, 10)))
+    keys = list(model.state_dict())
+    assert not is_accelerated(model)
+    assert accelerate(model) is model and accelerate(model) is model  # idempotent
+    assert is_accelerated(model)
+    assert type(model['head']) is nn.Linear
+    linears = [m for m in backbone.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is OneDnnLinear for m in linears)
+    assert list(model.state_dict()) == keys
+    with pytest.raises(ValueError, match='no swin_backbone SwinTransformer'):
+        accelerate(nn.Linear(2, 2))
+
+
+def test_traced_accelerated_model_runs_the_reference_ops() -> None:
+    """Tracing (mmengine.analysis counts FLOPs this way) and export see ``aten::linear``."""
+    _, fast = _pair(SwinTransformerV2)
+    with torch.no_grad():
+        graph = str(torch.jit.trace(fast.eval(), torch.randn(1, 3, 32, 32)).inlined_graph)
+    assert 'aten::linear' in graph and 'mkldnn' not in graph
+
+
+def test_models_never_import_the_cpu_layer() -> None:
+    code = ('import sys, swin_backbone, swin_backbone.models; '
+            'bad = [m for m in sys.modules if m.startswith("swin_backbone.cpu")]; '
+            'assert not bad, bad')
+    subprocess.run([sys.executable, '-c', code], check=True)
