@@ -30,6 +30,8 @@ FORMATS = ('official', 'timm', 'mmdet', 'swin_backbone')
 _DERIVED = re.compile(r'(relative_position_index|relative_coords_table|attn_mask|k_bias)$')
 _HEAD = re.compile(r'^head\.')
 _OUTPUT_NORM = re.compile(r'^norm\d+\.')
+# The parts a backbone with out_indices short of the last stage does not build.
+_STAGE_PART = re.compile(r'^(stages\.(\d+)(\.downsample)?|norm(\d+))\.')
 # Below this fraction of the backbone's tensors loaded, loading fails instead of warning.
 MIN_LOADED_FRACTION = 0.5
 
@@ -155,11 +157,14 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
     raise :class:`CheckpointError`; remaining missing / unexpected keys are logged.
 
     Returns:
-        ``dict(loaded=[...], missing=[...], unexpected=[...], added=[...])``; ``added`` are
-        output norms the checkpoint has no counterpart for (classification releases).
+        ``dict(loaded=[...], missing=[...], unexpected=[...], added=[...], skipped=[...])``;
+        ``added`` are output norms the checkpoint has no counterpart for (classification
+        releases), ``skipped`` the checkpoint's tensors of stages, patch mergings and output
+        norms the model does not build (``out_indices`` short of the last stage).
     """
     expected = model.state_dict()
-    state = dict(state)
+    skipped = [k for k in state if _not_built(model, k)]
+    state = {k: v for k, v in state.items() if k not in set(skipped)}
     for key, value in state.items():
         if (key.endswith('relative_position_bias_table') and key in expected
                 and value.shape != expected[key].shape and value.ndim == 2
@@ -192,7 +197,27 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
     if added:
         print_log(f'{source}: output norms {sorted({k.split(".")[0] for k in added})} are not '
                   'in this checkpoint and keep their initialisation', logger='current')
-    return dict(loaded=loaded, missing=missing, unexpected=unexpected, added=added)
+    if skipped:
+        parts = sorted({_STAGE_PART.match(k).group(1) for k in skipped})
+        print_log(f'{source}: skipped {len(skipped)} tensors of parts this model does not build '
+                  f'(out_indices={getattr(model, "out_indices", None)}): {parts}',
+                  logger='current')
+    return dict(loaded=loaded, missing=missing, unexpected=unexpected, added=added,
+                skipped=skipped)
+
+
+def _not_built(model: nn.Module, key: str) -> bool:
+    """Whether ``key`` belongs to a stage, a stage's patch merging or an output norm that
+    ``model`` leaves out (a key of a part it has, or of an unknown part, is not)."""
+    match = _STAGE_PART.match(key)
+    num_stages = len(getattr(model, 'depths', ()))
+    if match is None or int(match.group(2) or match.group(4)) >= num_stages:
+        return False
+    try:
+        model.get_submodule(match.group(1))  # raises for an absent or None submodule
+    except AttributeError:
+        return True
+    return False
 
 
 def load_pretrained(model: nn.Module, source: str | os.PathLike, prefix: str | None = None) -> dict:

@@ -183,3 +183,22 @@ def test_derived_buffers_are_not_in_state_dict():
     assert keys and not [k for k in keys if 'relative_position_index' in k
                          or 'relative_coords_table' in k or 'mask' in k]
     assert any(k.endswith('attn.cpb_mlp.0.weight') for k in keys)
+
+
+@pytest.mark.parametrize('cls', VERSIONS)
+@pytest.mark.parametrize('out_indices', [(0, 1), (1,), (0, 2)])
+def test_every_parameter_gets_a_gradient_for_any_out_indices(cls, out_indices):
+    """DDP without find_unused_parameters: stages after max(out_indices) and that stage's
+    patch merging are not built, so nothing built goes unused."""
+    model = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=out_indices)
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            nn.init.normal_(m.weight, 1., .1)
+    last = max(out_indices)
+    assert len(model.stages) == last + 1 and model.stages[last].downsample is None
+    assert all(model.stages[i].downsample is not None for i in range(last))
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [16 * 2**i for i in out_indices]
+    sum(o.square().mean() for o in outs).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad

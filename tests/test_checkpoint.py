@@ -160,3 +160,20 @@ def test_convert_checkpoint_cli_never_overwrites_without_force(official_v2, tmp_
     assert dst.read_bytes() == saved
     subprocess.run(cli + ['--force'], check=True, capture_output=True)
     assert not list(tmp_path.glob('*.tmp-*'))
+
+
+@pytest.mark.parametrize('out_indices', [(0, 1), (2,)])
+def test_parts_not_built_are_reported_as_skipped_by_name(official_v2, out_indices):
+    """With out_indices short of the last stage, the later stages, the last built stage's
+    patch merging and the unused output norms are not in the model: their checkpoint
+    tensors are skipped, named, not counted as unexpected or a mismatch."""
+    model = SwinTransformerV2(out_indices=out_indices)
+    report = load_pretrained(model, official_v2)
+    last = max(out_indices)
+    assert report['missing'] == [] and report['unexpected'] == []
+    assert report['skipped'] and all(
+        k.startswith((f'stages.{last}.downsample.', 'norm'))
+        or int(k.split('.')[1]) > last for k in report['skipped'])
+    assert any(k.startswith(f'stages.{last}.downsample.') for k in report['skipped'])
+    assert 'norm3.weight' in report['skipped']
+    assert sorted(report['loaded'] + report['added']) == sorted(model.state_dict())

@@ -2,6 +2,8 @@
 
 Usage: python tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
 
+"ours" is the backbone with the CPU layer (``swin_backbone.cpu.accelerate``); "ours ...
+reference" is the same weights on the reference model alone (what runs on a GPU).
 Peers: mmdet 3.3's ``SwinTransformer`` (V1) and timm's Swin / SwinV2 (V1, V2), Swin-T size,
 same window, identical weights (one generated official-layout checkpoint, loaded by each
 through its own converter). Before anything is timed, outputs are compared (fp32, through
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import platform
 import statistics
 import tempfile
@@ -25,6 +28,7 @@ import torch
 
 from swin_backbone import SwinTransformer, SwinTransformerV2
 from swin_backbone.checkpoint import load_pretrained
+from swin_backbone.cpu import accelerate
 from swin_backbone.reference import (max_abs_diffs, mmdet_swin_from_official,
                                      timm_stage_outputs, timm_swin_from_official)
 from swin_backbone.synthetic import save_official
@@ -46,9 +50,10 @@ def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Bac
     for version, window in ((1, 7), (2, 8)):
         path = ckpt_dir / f'v{version}.pth'
         save_official(path, version, window)
-        ours = (SwinTransformerV2 if version == 2 else SwinTransformer)(drop_path_rate=0.)
-        load_pretrained(ours, path)
-        ours.eval()
+        reference = (SwinTransformerV2 if version == 2 else SwinTransformer)(drop_path_rate=0.)
+        load_pretrained(reference, path)
+        reference.eval()
+        ours = accelerate(copy.deepcopy(reference))
         norms = [getattr(ours, f'norm{i}') for i in range(4)]
 
         def with_our_norms(maps: list[torch.Tensor], norms: list = norms) -> list[torch.Tensor]:
@@ -63,8 +68,21 @@ def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Bac
             for i, norm in enumerate(norms):
                 getattr(mm, f'norm{i}').load_state_dict(norm.state_dict())
             group.append(Backbone('mmdet V1', mm, lambda x, m=mm: list(m(x))))
+        group.append(Backbone(f'ours V{version} reference', reference,
+                              lambda x, m=reference: list(m(x))))
         groups[version] = group
     return groups
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (with AMX or not), else what ``platform`` says."""
+    try:
+        info = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(':', 1)[1].strip() for line in info.splitlines()
+                 if line.startswith('model name')), platform.machine())
+    return f'{name} ({"AMX" if " amx_tile" in info else "no AMX"})'
 
 
 def check_parity(groups: dict[int, list[Backbone]], size: tuple[int, int]) -> list[str]:
@@ -220,6 +238,7 @@ def mask_rcnn(ckpt_dir: Path, repeats: int) -> list[str]:
     ours = MMDET_MODELS.build(ours_cfg)
     ckpt = ckpt_dir / 'v1.pth'
     load_pretrained(ours.backbone, ckpt)
+    accelerate(ours)
     state = {k: v for k, v in ours.state_dict().items() if not k.startswith('backbone.')}
     state.update({f'backbone.{k}': v for k, v in _mmdet_backbone_state(ckpt, ours.backbone).items()})
     theirs.load_state_dict(state)
@@ -275,7 +294,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     repeats = 2 if args.quick else args.repeats
-    lines = [f'Machine: {platform.processor() or platform.machine()}, '
+    lines = [f'Machine: {cpu_name()}, '
              f'{torch.get_num_threads()} threads, torch {torch.__version__}. '
              f'Command: `python tools/benchmark.py{" --quick" if args.quick else ""}`.', '']
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,6 +31,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
+from swin_backbone.cpu import accelerate_without_cuda  # noqa: E402
 from swin_backbone.hooks import with_random_state_hook  # noqa: E402
 from swin_backbone.launch import setup_cpu_distributed  # noqa: E402
 from swin_backbone.runner_checkpoint import (allow_runner_checkpoints,  # noqa: E402
@@ -53,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_cfg.max_epochs=2 '
                         'model.backbone.frozen_stages=1')
+    parser.add_argument('--reference-model', action='store_true',
+                        help='without CUDA too, run the reference backbone instead of the '
+                        'CPU kernels of swin_backbone.cpu')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher (dist_train.sh sets pytorch)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -102,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = build_config(args)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if not args.reference_model and accelerate_without_cuda(runner.model):
+        runner.logger.info('no CUDA: the Swin backbone runs on the CPU kernels of '
+                           'swin_backbone.cpu (--reference-model turns them off)')
     runner.train()
 
 

@@ -11,6 +11,7 @@ can be moved to a GPU or exported unchanged. ``tools/train.py``, ``tools/test.py
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..models.attention import CosineWindowAttention, WindowAttention
@@ -20,7 +21,7 @@ from .linear import OneDnnLinear
 from .modules import (CpuCosineWindowAttention, CpuMlp, CpuSwinBlock, CpuSwinBlockV2,
                       CpuSwinStage, CpuWindowAttention)
 
-__all__ = ['accelerate', 'is_accelerated']
+__all__ = ['accelerate', 'accelerate_without_cuda', 'is_accelerated']
 
 # Exact reference classes (subclasses users wrote are left alone) -> their CPU subclasses.
 _CPU_CLASSES: dict[type, type] = {
@@ -69,3 +70,13 @@ def is_accelerated(model: nn.Module) -> bool:
     return all(any(type(m) in cpu_classes for m in backbone.modules())
                and not any(type(m) in _CPU_CLASSES for m in backbone.modules())
                for backbone in _backbones(model))
+
+
+def accelerate_without_cuda(model: nn.Module) -> bool:
+    """:func:`accelerate` ``model`` if this machine has no CUDA device and ``model`` holds a
+    Swin backbone (what the tools do by default); returns whether it did."""
+    if torch.cuda.is_available() or not any(isinstance(m, SwinTransformer)
+                                            for m in model.modules()):
+        return False
+    accelerate(model)
+    return True
