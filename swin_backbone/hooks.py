@@ -18,9 +18,14 @@ device's generator in each checkpoint, and puts them back when training resumes 
   drawing numbers) in the main process when ``num_workers=0``, so there the states are put
   back after that fast-forward, right before the first new batch. A checkpoint loaded with
   ``load_from`` but without ``resume`` (fine-tuning) leaves the generators alone.
-* **Several processes**: ``Runner.save_checkpoint`` runs on rank 0 only, so the states of all
-  ranks are gathered (``all_gather``, ~16 KB per rank) wherever a ``CheckpointHook``
-  may save: at every epoch end, and after every iteration if one saves by iteration. On resume
+* **Several processes**: ``Runner.save_checkpoint`` runs on rank 0 only (a collective there
+  would hang), so the states of all ranks are gathered (``all_gather``, ~16 KB per rank)
+  beforehand, on every rank, exactly where a ``CheckpointHook`` will save: after the training
+  iterations (epochs) its ``interval``, ``save_begin`` and ``save_last`` select, with the
+  conditions of mmengine 0.10.7's ``after_train_iter`` (``after_train_epoch``), and in
+  ``before_val`` when it has ``save_best`` (``after_val_epoch`` saves the best checkpoint
+  and, after a new best, the regular one again). Elsewhere only this rank's state is kept; a checkpoint saved there
+  anyway holds one entry, and resuming from it warns as for another world size. On resume
   each rank takes its own entry; with another world size each rank sees other data anyway, so
   the hook warns and leaves the freshly seeded generators.
 * **Not covered**: generators inside dataloader workers. mmengine seeds each worker from
@@ -152,7 +157,7 @@ class RandomStateHook(Hook):
         self._states: list[RngState] | None = None  # every rank's, after the last step
         self._before_val: RngState | None = None
         self._loaded: tuple[int, list[RngState] | None] | None = None  # (iter, states)
-        self._gather_every_iter = False
+        self._checkpoint_hooks: list[CheckpointHook] = []
         self._in_flight: list[Any] = []  # the last gather's Work handles and tensors
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -160,8 +165,8 @@ class RandomStateHook(Hook):
                         checkpoint.get('rng_states'))
 
     def before_train(self, runner) -> None:
-        self._gather_every_iter = any(isinstance(hook, CheckpointHook) and not hook.by_epoch
-                                      for hook in runner.hooks)
+        self._checkpoint_hooks = [hook for hook in runner.hooks
+                                  if isinstance(hook, CheckpointHook)]
         if self._loaded is None:
             return
         (at_iter, states), self._loaded = self._loaded, None
@@ -184,12 +189,16 @@ class RandomStateHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
-        self._capture(gather=self._gather_every_iter)
+        self._capture(gather=any(_saves_after_iter(hook, runner)
+                                 for hook in self._checkpoint_hooks))
 
     def after_train_epoch(self, runner) -> None:
-        self._capture(gather=True)
+        self._capture(gather=any(_saves_after_epoch(hook, runner)
+                                 for hook in self._checkpoint_hooks))
 
     def before_val(self, runner) -> None:
+        if any(hook.save_best for hook in self._checkpoint_hooks):
+            self._capture(gather=True)  # for the saves in CheckpointHook.after_val_epoch
         self._before_val = get_rng_state()
 
     def after_val(self, runner) -> None:
@@ -201,11 +210,27 @@ class RandomStateHook(Hook):
         checkpoint['rng_states'] = self._states or [get_rng_state()]
 
     def _capture(self, gather: bool) -> None:
+        """Keep this rank's states; with ``gather`` (a collective: every rank must get the
+        same value) and several processes, every rank's."""
         state = get_rng_state()
         if gather and get_world_size() > 1:
             self._states, self._in_flight = _all_gather_states(state)
         else:
             self._states = [state]
+
+
+def _saves_after_iter(hook: CheckpointHook, runner) -> bool:
+    """Whether ``hook.after_train_iter`` saves at this iteration (mmengine 0.10.7's test)."""
+    return not hook.by_epoch and (
+        hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+        or (hook.save_last and hook.is_last_train_iter(runner)))
+
+
+def _saves_after_epoch(hook: CheckpointHook, runner) -> bool:
+    """Whether ``hook.after_train_epoch`` saves at this epoch (mmengine 0.10.7's test)."""
+    return hook.by_epoch and (
+        hook.every_n_epochs(runner, hook.interval, hook.save_begin)
+        or (hook.save_last and hook.is_last_train_epoch(runner)))
 
 
 def with_random_state_hook(custom_hooks: list[dict] | None) -> list[dict]:
