@@ -3,15 +3,19 @@
 PYTHON ?= python3
 VENV_PY := .venv/bin/python
 
-.PHONY: install demo test check-env
+.PHONY: install install-torch-floor demo test check-env
 
 install:
 	@PYTHON=$(PYTHON) bash tools/install.sh
 
+# torch 2.1 + mmengine in a cached virtualenv outside the repository, for tests/test_torch_floor.py.
+install-torch-floor:
+	@PYTHON=$(PYTHON) bash tools/install_torch_floor.sh >/dev/null
+
 demo: install
 	$(VENV_PY) tools/demo_detection.py
 
-test: install
+test: install install-torch-floor
 	$(VENV_PY) -m pytest -q
 
 check-env:

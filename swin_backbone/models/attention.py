@@ -25,7 +25,7 @@ from .window import log_cpb_coordinates, relative_position_index
 
 def upcast(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32, or as it is if wider (float64 stays float64)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, ...]:
@@ -64,7 +64,8 @@ def attend_in_windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: t
     # Windows folded into the head axis, (B, nW * h, N, d), so that the per-window mask
     # (1, nW * h, N, N) broadcasts over the images instead of being copied for each.
     mask = (bias.unsqueeze(0) + shift_mask.unsqueeze(1)).to(q.dtype).view(1, n_windows * h, n, n)
-    q, k, v = (t.reshape(b_ // n_windows, n_windows * h, n, d) for t in (q, k, v))
+    folded = (b_ // n_windows, n_windows * h, n, d)
+    q, k, v = q.reshape(folded), k.reshape(folded), v.reshape(folded)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                          scale=scale)
     return out.reshape(b_, h, n, d)

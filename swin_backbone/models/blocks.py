@@ -22,16 +22,18 @@ from .window import pad_to, shift_attention_mask, window_grid, window_partition,
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in float32 (or float64) for every input dtype.
 
-    Returns the promotion of the input's and the weight's dtype: float32 under autocast
-    (float32 weights, half input), which keeps the residual stream and V2's post-norms in
-    full precision, and the model's own dtype after ``model.half()`` / ``model.bfloat16()``.
+    Returns a half-precision input in the weight's dtype: float32 under autocast (float32
+    weights), which keeps the residual stream and V2's post-norms in full precision, and
+    the model's own dtype after ``model.half()`` / ``model.bfloat16()``. Other inputs keep
+    their dtype.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = upcast(self.weight)
         out = F.layer_norm(x.to(weight.dtype), self.normalized_shape, weight,
                            upcast(self.bias), self.eps)
-        return out.to(torch.promote_types(x.dtype, self.weight.dtype))
+        half = x.dtype in (torch.float16, torch.bfloat16)
+        return out.to(self.weight.dtype if half else x.dtype)
 
 
 class DropPath(nn.Module):
