@@ -24,6 +24,7 @@ code on the user's machine):
 from __future__ import annotations
 
 import copyreg
+import importlib
 import io
 import os
 import os.path as osp
@@ -48,7 +49,10 @@ def _numpy_globals() -> list[Any]:
     rebuilt through its class (``numpy.dtypes.Float64DType``...): those of the values a
     Runner logs, Python floats and ints, i.e. float64 and int64.
     """
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    try:  # numpy 2, and numpy 1.26's forward-compatible alias of numpy.core
+        multiarray = importlib.import_module('numpy._core.multiarray')
+    except ImportError:
+        multiarray = np.core.multiarray
     found: list[Any] = [np.ndarray, np.dtype]
     for name in ('_reconstruct', 'scalar'):
         func = getattr(multiarray, name)

@@ -15,8 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FLOOR_TESTS = ['test_backbone.py', 'test_numerics.py', 'test_window_attention.py',
                'test_checkpoint.py', 'test_cpu_layer.py', 'test_cpu_linear.py',
-               'test_recompute.py', 'test_inference_caches.py', 'test_inference_chunks.py',
-               'test_compile.py']
+               'test_recompute.py', 'test_inference_caches.py', 'test_inference_chunks.py']
+# Not test_compile.py: dynamo 2.1 had not finished tracing even the tiny model with dynamic
+# shapes after 5 minutes (2026-12-01); torch.compile is tested on the main environment's torch.
 # What needs more than torch and mmengine: mmdet / mmseg registries, the timm / mmdet
 # reference implementations.
 NEEDS_STACK = 'not mmdet and not timm'
