@@ -24,10 +24,11 @@ device's generator in each checkpoint, and puts them back when training resumes 
   iterations (epochs) its ``interval``, ``save_begin`` and ``save_last`` select, with the
   conditions of mmengine 0.10.7's ``after_train_iter`` (``after_train_epoch``), and in
   ``before_val`` when it has ``save_best`` (``after_val_epoch`` saves the best checkpoint
-  and, after a new best, the regular one again). Elsewhere only this rank's state is kept; a checkpoint saved there
-  anyway holds one entry, and resuming from it warns as for another world size. On resume
-  each rank takes its own entry; with another world size each rank sees other data anyway, so
-  the hook warns and leaves the freshly seeded generators.
+  and, after a new best, the regular one again). Elsewhere only this rank's state is kept;
+  a checkpoint saved there anyway holds one entry, and resuming from it warns as for
+  another world size. On resume each rank takes its own entry; with another world size
+  each rank sees other data anyway, so the hook warns and leaves the freshly seeded
+  generators.
 * **Not covered**: generators inside dataloader workers. mmengine seeds each worker from
   ``seed``, its rank and its id whenever workers start, which replays exactly, except with
   ``persistent_workers=True`` in an epoch-based loop (the workers' streams run on across

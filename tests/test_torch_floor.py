@@ -26,7 +26,8 @@ NEEDS_STACK = 'not mmdet and not timm'
 @pytest.mark.slow
 def test_backbone_tests_pass_under_the_torch_floor() -> None:
     found = subprocess.run(['bash', str(REPO / 'tools' / 'install_torch_floor.sh')],
-                           capture_output=True, text=True, env=dict(os.environ, PYTHON=sys.executable))
+                           capture_output=True, text=True,
+                           env=dict(os.environ, PYTHON=sys.executable))
     assert found.returncode == 0, found.stderr[-2000:]
     python = found.stdout.strip().splitlines()[-1]
     version = subprocess.run([python, '-c', 'import torch; print(torch.__version__)'],

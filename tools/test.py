@@ -10,6 +10,10 @@ numbers; mmseg: ``IoUMetric``); the Runner logs them and writes them to
 ``WORK_DIR/<timestamp>/<timestamp>.json``. ``--show-dir`` paints predictions (next to the
 ground truth for mmdet) with the scope's visualisation hook. ``--out``: mmdet, a ``.pkl``
 of the predictions; mmseg, a directory of predicted label maps.
+
+Without CUDA the Swin backbone runs on the CPU layer (``swin_backbone.cpu.accelerate``: the
+same weights and results, faster CPU kernels); ``--reference-model`` keeps the reference
+model.
 """
 from __future__ import annotations
 

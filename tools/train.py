@@ -16,6 +16,10 @@ config replaces instead of merging (adding an ``EMAHook`` would silently drop it
 every config trained with this script (mmdet's and mmseg's) gets it; the config dumped to the
 work dir shows it. Runs started by other scripts get it by listing
 ``dict(type='swin_backbone.RandomStateHook')`` in ``custom_hooks``.
+
+Without CUDA the Swin backbone runs on the CPU layer (``swin_backbone.cpu.accelerate``: the
+same weights and results, faster CPU kernels); ``--reference-model`` keeps the reference
+model.
 """
 from __future__ import annotations
 

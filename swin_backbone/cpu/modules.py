@@ -186,7 +186,8 @@ class CpuWindowAttention(_CpuAttention, WindowAttention):
     def _qkv_heads(self, x: torch.Tensor) -> torch.Tensor:
         """``(B * nW, N, C)`` -> q, k, v stacked as ``(3, B * nW, h, N, C / h)`` (a view)."""
         b_, n, c = x.shape
-        return self.qkv(x).view(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(b_, n, 3, self.num_heads, c // self.num_heads)
+        return qkv.permute(2, 0, 3, 1, 4)
 
     def _logit_scale(self) -> None:
         return None
@@ -252,7 +253,8 @@ class _ChunkedFeedForward:
             return super().forward(x, layout)  # type: ignore[misc]
         x = x + self._attention_branch(x, layout)  # drop-path is the identity in eval
         flat = x.reshape(-1, x.shape[-1])
-        chunks = token_chunks(flat.shape[0], self.mlp.fc1.out_features)  # type: ignore[attr-defined]
+        hidden = self.mlp.fc1.out_features  # type: ignore[attr-defined]
+        chunks = token_chunks(flat.shape[0], hidden)
         if len(chunks) == 1:
             return x + self._feed_forward(x)
         out = torch.empty_like(flat)

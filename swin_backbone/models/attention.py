@@ -116,7 +116,8 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def relative_position_bias(self) -> torch.Tensor:
-        """The learned bias of every token pair, ``(h, N, N)``, in float32 (float64 in a float64 model)."""
+        """The learned bias of every token pair, ``(h, N, N)``, in float32 (float64 in a
+        float64 model)."""
         n = self.relative_position_index.shape[0]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return upcast(bias).view(n, n, -1).permute(2, 0, 1).contiguous()
