@@ -155,17 +155,18 @@ class CosineWindowAttention(nn.Module):
         self.window_size = window_size
         self.pretrained_window_size = pretrained_window_size
         self.attn_drop = attn_drop
-        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
-        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
-                                     nn.Linear(512, num_heads, bias=False))
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
-        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.register_buffer('relative_position_index',
                              relative_position_index((window_size, window_size)),
                              persistent=False)
+        # The official order of creation (and so of random initialisation).
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
+                                     nn.Linear(512, num_heads, bias=False))
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)))
 
     def qkv_bias(self) -> torch.Tensor | None:
         """``(3C,)``: q's bias, zeros for k, v's bias; None without biases."""
