@@ -105,9 +105,11 @@ def test_a_model_cast_to_half_precision_runs_and_stays_near_float32(cls, dtype):
         if isinstance(m, nn.LayerNorm):
             nn.init.normal_(m.weight, 1., .1)
     x = torch.randn(1, 3, 45, 61)
-    # max|diff| / max|float32 output|, measured 0.2-0.8 % in fp16, 1.3 % (V1) and 6 % (V2)
-    # in bf16 (8x fp16's rounding step); timm's V2 under bf16 autocast is off by 12-16 %.
-    bound = 0.02 if dtype == torch.float16 else 0.15
+    # ||diff|| / ||float32 output|| per stage, measured with two initialisations (seed 0 and
+    # another parameter order): fp16 up to 0.2 % (V1) / 1.6 % (V2), bf16 (8x fp16's rounding
+    # step) up to 1 % / 14 %: the V2 error grows through the post-norm stages. A broken
+    # precision path (overflow, a float32 island cast down) is off by ~100 % or not finite.
+    bound = 0.05 if dtype == torch.float16 else 0.3
     with torch.no_grad():
         want = model(x)
         half = model.to(dtype)
@@ -115,7 +117,7 @@ def test_a_model_cast_to_half_precision_runs_and_stays_near_float32(cls, dtype):
         got = half(x.to(dtype))
     for g, w in zip(got, want):
         assert g.dtype == dtype
-        err = float((g.float() - w).abs().max() / w.abs().max())
+        err = float((g.float() - w).norm() / w.norm())
         assert err < bound, err
     out = model.train()(x.to(dtype))  # and a training step
     sum(o.float().square().mean() for o in out).backward()
