@@ -2,9 +2,10 @@
 
 timm needs torchvision, and the only torchvision wheels for this torch are CUDA builds
 whose op registrations fail to import next to a CPU torch (FACTS.md). tools/install.sh
-therefore puts timm and torchvision, without dependencies, in ``.venv/reference``; this
-module adds that folder to ``sys.path`` on demand and stubs torchvision's op registrations,
-so the product's own environment never sees either package.
+therefore puts timm and torchvision, without dependencies, in ``.venv/reference``,
+transformers in ``.venv/reference-hf`` and mmpretrain in ``.venv/reference-mmpretrain``;
+this module adds those folders to ``sys.path`` on demand and stubs torchvision's op
+registrations, so the product's own environment never sees any of these packages.
 """
 from __future__ import annotations
 
@@ -17,19 +18,68 @@ import torch
 
 REFERENCE_DIR = Path(os.environ.get(
     'SWIN_BACKBONE_REFERENCE', Path(__file__).resolve().parents[1] / '.venv' / 'reference'))
+HF_REFERENCE_DIR = REFERENCE_DIR.with_name(REFERENCE_DIR.name + '-hf')
+MMPRETRAIN_REFERENCE_DIR = REFERENCE_DIR.with_name(REFERENCE_DIR.name + '-mmpretrain')
+
+
+def _add_to_path(folder: Path, package: str) -> None:
+    if not (folder / package).is_dir():
+        raise ImportError(f'{package} reference not found in {folder}; run `make install`')
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+
+
+def import_torchvision() -> types.ModuleType:
+    """Import torchvision from :data:`REFERENCE_DIR` with its C++ op registrations stubbed
+    (the models need none of them)."""
+    if 'torchvision' not in sys.modules:
+        _add_to_path(REFERENCE_DIR, 'torchvision')
+        sys.modules.setdefault('torchvision._meta_registrations',
+                               types.ModuleType('torchvision._meta_registrations'))
+    import torchvision
+    return torchvision
 
 
 def import_timm() -> types.ModuleType:
     """Import timm from :data:`REFERENCE_DIR`; ImportError with the fix if it is absent."""
     if 'timm' in sys.modules:
         return sys.modules['timm']
-    if not (REFERENCE_DIR / 'timm').is_dir():
-        raise ImportError(f'timm reference not found in {REFERENCE_DIR}; run `make install`')
-    sys.modules.setdefault('torchvision._meta_registrations',
-                           types.ModuleType('torchvision._meta_registrations'))
-    sys.path.append(str(REFERENCE_DIR))
+    import_torchvision()
+    _add_to_path(REFERENCE_DIR, 'timm')
+    if (HF_REFERENCE_DIR / 'huggingface_hub').is_dir():  # timm's hub writer, found at import
+        _add_to_path(HF_REFERENCE_DIR, 'huggingface_hub')
     import timm
     return timm
+
+
+def import_transformers() -> types.ModuleType:
+    """Import Hugging Face transformers from :data:`HF_REFERENCE_DIR`."""
+    if 'transformers' not in sys.modules:
+        _add_to_path(HF_REFERENCE_DIR, 'transformers')
+    import transformers
+    return transformers
+
+
+def import_mmpretrain() -> types.ModuleType:
+    """Import mmpretrain from :data:`MMPRETRAIN_REFERENCE_DIR`.
+
+    mmpretrain imports its multimodal models whenever a ``transformers`` distribution is on
+    ``sys.path``, and they fail on transformers 5; the Hugging Face folder is therefore hidden
+    while mmpretrain is first imported.
+    """
+    if 'mmpretrain.models' in sys.modules:
+        return sys.modules['mmpretrain']
+    import_torchvision()
+    _add_to_path(MMPRETRAIN_REFERENCE_DIR, 'mmpretrain')
+    hidden = [p for p in sys.path if Path(p) == HF_REFERENCE_DIR]
+    for p in hidden:
+        sys.path.remove(p)
+    try:
+        import mmpretrain
+        import mmpretrain.models  # noqa: F401
+    finally:
+        sys.path.extend(hidden)
+    return mmpretrain
 
 
 def timm_swin(version: int, img_size: tuple[int, int], window_size: int | None = None,

@@ -93,9 +93,16 @@ pip_install "$wheel_dir"/mmcv-"${mmcv_pin#mmcv==}"-*.whl "$(pin mmengine)" "$(pi
 pip_install --no-build-isolation -e ".[test]"
 
 # 4. Reference implementations for the parity tests, outside site-packages:
-#    timm needs torchvision, whose only wheels for this torch break imports.
+#    timm needs torchvision, whose only wheels for this torch break imports; transformers
+#    and mmpretrain cannot share a folder (requirements/constraints.txt).
 log "installing reference implementations into .venv/reference"
 pip_install --no-deps --target "$venv/reference" --upgrade "$(pin timm)" "$(pin torchvision)"
+pip_install --no-deps --target "$venv/reference-hf" --upgrade "$(pin transformers)" \
+  "$(pin huggingface_hub)" "$(pin tokenizers)" "$(pin httpx2)" "$(pin httpcore2)" "$(pin h11)" \
+  "$(pin idna)" "$(pin truststore)"
+pip_install --no-deps --target "$venv/reference-mmpretrain" --upgrade "$(pin mmpretrain)" \
+  "$(pin einops)" "$(pin importlib_metadata)" "$(pin zipp)" "$(pin markdown)" \
+  "$(pin model-index)" "$(pin ordered-set)"
 
 "$vpy" tools/check_env.py
 echo "$inputs_hash" >"$stamp"

@@ -19,9 +19,12 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$hash" && -x "$venv/bin/python" ]]; t
   echo "$venv/bin/python"
   exit 0
 fi
-echo "[torch floor] creating $venv (torch 2.1.2 and its nvidia packages, ~3.5 GB download)" >&2
-rm -rf "$venv"
-"$PYTHON" -m venv "$venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+  echo "[torch floor] creating $venv (torch 2.1.2 and its nvidia packages, ~3.5 GB download)" >&2
+  "$PYTHON" -m venv "$venv"
+else  # changed pins: pip installs only what differs
+  echo "[torch floor] updating $venv to $pins" >&2
+fi
 "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$pins" >&2
 "$venv/bin/python" -c 'import torch, mmengine; print("[torch floor] torch", torch.__version__, "mmengine", mmengine.__version__)' >&2
 echo "$hash" >"$stamp"

@@ -77,8 +77,12 @@ class SwinTransformer(BaseModule):
         norm_eval: keep every LayerNorm in eval mode while training (a no-op for LayerNorm's
             output, kept for OpenMMLab compatibility).
         with_cp: non-reentrant activation checkpointing of every block.
-        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads official
-            Microsoft, timm, mmdet / mmseg or swin_backbone checkpoints.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a checkpoint
+            file, Hugging Face folder or URL of any layout :mod:`swin_backbone.checkpoint`
+            knows (official, timm, mmdet / mmseg, mmpretrain, Hugging Face, torchvision,
+            ours; pickles or safetensors); optional keys ``prefix``, ``format`` (overrides
+            detection) and ``check_config`` (default True: a Hugging Face folder's
+            ``config.json`` must agree with the model).
 
     Input ``(B, in_channels, H, W)``, any ``H, W >= 1``. Output: a tuple with, for each
     ``i`` in ``out_indices``, ``(B, embed_dims * 2**i, H_i, W_i)`` where ``H_0 = ceil(H / 4)``
@@ -187,7 +191,8 @@ class SwinTransformer(BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             from ..checkpoint import load_pretrained
-            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
+            load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'),
+                            fmt=cfg.get('format'), check_config=cfg.get('check_config', True))
             self._is_init = True
         elif cfg is not None:
             super().init_weights()
