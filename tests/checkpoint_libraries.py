@@ -98,11 +98,12 @@ class Library:
 
 
 # ------------------------------------------------------------------ Hugging Face transformers
-def _hf_config(version: int, image_size: int | None = None, **kwargs):
+def _hf_config(version: int, image_size: int | None = None, window: int | None = None,
+               **kwargs):
     transformers = import_transformers()
     cls = transformers.Swinv2Config if version == 2 else transformers.SwinConfig
-    window = 8 if version == 2 else 7
-    return cls(image_size=image_size or 32 * window, window_size=window,
+    window = window or (8 if version == 2 else 7)
+    return cls(image_size=image_size or 32 * (8 if version == 2 else 7), window_size=window,
                embed_dim=ARCH['embed_dims'], depths=ARCH['depths'], num_heads=ARCH['num_heads'],
                drop_path_rate=0., **kwargs)
 
@@ -153,11 +154,11 @@ def _hf_classifier(version: int) -> Callable[[int], nn.Module]:
     return build
 
 
-def _hf_model(version: int) -> Callable[[int], nn.Module]:
+def _hf_model(version: int, window: int | None = None) -> Callable[[int], nn.Module]:
     def build(seed: int) -> nn.Module:
         transformers = import_transformers()
         cls = transformers.Swinv2Model if version == 2 else transformers.SwinModel
-        return randomize(cls(_hf_config(version)), seed).eval()
+        return randomize(cls(_hf_config(version, window=window)), seed).eval()
     return build
 
 
@@ -295,6 +296,11 @@ LIBRARIES = [
             _hf_save('bin'), _hf_encoder_stages, LAST_NORMED, V2_ARGS),
     Library('hf Swinv2Model sharded safetensors', 2, (256, 256), _hf_model(2),
             _hf_save('sharded'), _hf_encoder_stages, LAST_NORMED, V2_ARGS),
+    # As microsoft/swinv2-tiny-patch4-window16-256: at 256 its last stage (8x8) runs with the
+    # window clipped to 8, as in the official code; ours is told so.
+    Library('hf Swinv2Model window 16', 2, (256, 256), _hf_model(2, window=16),
+            _hf_save('safetensors'), _hf_encoder_stages, LAST_NORMED,
+            dict(arch=ARCH, window_size=[16, 16, 16, 8])),
     Library('hf Swinv2Backbone', 2, (256, 256), _hf_backbone(2), _hf_save('safetensors'),
             _hf_backbone_stages, NONE_NORMED, V2_ARGS),
     Library('hf SwinForImageClassification', 1, (224, 224), _hf_classifier(1),

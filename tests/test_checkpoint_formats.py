@@ -61,6 +61,16 @@ def test_every_library_checkpoint_gives_that_librarys_outputs(name, root):
         assert len(diffs) == 4 and max(diffs) <= tol, (name, dtype, diffs)
 
 
+@pytest.mark.parametrize('name, size', [
+    ('mmpretrain SwinTransformerV2', (509, 643)),  # any size whose stages are >= the window
+    ('mmpretrain SwinTransformer', (509, 643)),
+    ('torchvision swin_v2_t', (300, 420)),  # sizes divisible by 4; last stage < the window
+    ('torchvision swin_t', (200, 200))])
+def test_mmpretrain_and_torchvision_agree_off_window_multiples(name, size, root):
+    diffs = parity(BY_NAME[name], *built(name, root), size=size)
+    assert max(diffs) <= FP32_TOL, diffs
+
+
 @pytest.mark.parametrize('name', list(BY_NAME))
 def test_every_tensor_is_loaded_or_reported(name, root):
     """The format is recognised, nothing is missing or unexpected, and each of the file's
@@ -182,6 +192,17 @@ def test_hf_to16_config_with_pretrained_window_sizes(root):
     with pytest.raises(CheckpointError, match=r'trained with windows \[12, 12, 12, 6\]'):
         load_pretrained(SwinTransformerV2(arch=ARCH, window_size=16, pretrained_window_size=12),
                         folder)
+
+
+def test_hf_window16_config_normalises_its_last_stage_by_the_clipped_window(root):
+    # As microsoft/swinv2-tiny-patch4-window16-256: at 256 the last stage is 8x8, so it ran
+    # (and its log-CPB was trained) with window 8, as in the official code.
+    folder = _hf_v2_folder(root, window_size=16, image_size=256)
+    load_pretrained(SwinTransformerV2(arch=ARCH, window_size=[16, 16, 16, 8]), folder)
+    load_pretrained(SwinTransformerV2(arch=ARCH, window_size=16,
+                                      pretrained_window_size=[16, 16, 16, 8]), folder)
+    with pytest.raises(CheckpointError, match=r'set pretrained_window_size=\[16, 16, 16, 8\]'):
+        load_pretrained(SwinTransformerV2(arch=ARCH, window_size=16), folder)
 
 
 def test_hf_config_disagreements_are_named(root):

@@ -64,7 +64,7 @@ def check() -> list[tuple[str, str | None, str | None]]:
     rows.append(('torch', torch_version, None if torch_version else f'torch is missing: {FIX}'))
     for module, dist in [('mmcv', 'mmcv'), ('mmengine', 'mmengine'), ('mmdet', 'mmdet'),
                          ('mmseg', 'mmsegmentation'), ('pycocotools', 'pycocotools'),
-                         ('swin_backbone', None)]:
+                         ('safetensors', 'safetensors'), ('swin_backbone', None)]:
         found = _version(module) if module != 'pycocotools' else _pycocotools_version()
         problem = None
         if found is None:

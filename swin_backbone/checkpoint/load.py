@@ -124,12 +124,14 @@ def hf_config_mismatches(model: nn.Module, config: dict) -> list[str]:
     """What a Hugging Face ``config.json`` says about its weights that ``model`` disagrees
     with: architecture, Swin version, and (V2) the window the log-CPB was trained with.
 
-    In a V2 config, ``window_size`` is the window the weights were trained at and
-    ``pretrained_window_sizes[i] > 0`` the one stage ``i``'s coordinates are normalised by;
-    ours normalises by ``pretrained_window_size[i]``, or its ``window_size[i]`` when that is 0.
-    A V2 model at a larger window than the weights' (window 16 from window-8 weights) must
-    therefore set ``pretrained_window_size`` to the weights' window. A V1 window change is
-    fine: the bias tables are resized.
+    In a V2 config, stage ``i``'s log-CPB coordinates were normalised by
+    ``pretrained_window_sizes[i]`` when it is > 0, else by the window stage ``i`` ran at:
+    ``window_size``, clipped (as in the official code) to the stage's map side at
+    ``image_size`` (8 for the last stage of a window-16 model at 256). Ours normalises by
+    ``pretrained_window_size[i]``, or its ``window_size[i]`` when that is 0. A V2 model at
+    another window than the weights' (window 16 from window-8 weights) must therefore set
+    ``pretrained_window_size`` to the weights' windows. A V1 window change is fine: the bias
+    tables are resized.
     """
     config = config.get('backbone_config') or config  # UperNet and other wrappers
     version = {'swin': 1, 'swinv2': 2}.get(config.get('model_type'))
@@ -148,14 +150,18 @@ def hf_config_mismatches(model: nn.Module, config: dict) -> list[str]:
     if version == 2 and 'window_size' in config:
         stages = len(model.stages)
         hf_pretrained = list(config.get('pretrained_window_sizes') or [0] * stages)
-        trained = [p or config['window_size'] for p in hf_pretrained][:stages]
+        grid = config.get('image_size', 0) // config.get('patch_size', 4)
+        ran_at = [min(config['window_size'], grid // 2**i) if grid else config['window_size']
+                  for i in range(stages)]
+        trained = [p or w for p, w in zip(hf_pretrained, ran_at)][:stages]
         ours = [p or w for p, w in zip(model.pretrained_window_size, model.window_size)][:stages]
         if trained != ours:
             problems.append(
                 f'config.json: the log-CPB was trained with windows {trained} (window_size='
-                f'{config["window_size"]}, pretrained_window_sizes={hf_pretrained}) but the model '
-                f'normalises by {ours} (window_size={model.window_size}, pretrained_window_size='
-                f'{model.pretrained_window_size}): set pretrained_window_size={trained}')
+                f'{config["window_size"]}, pretrained_window_sizes={hf_pretrained}, image_size='
+                f'{config.get("image_size")}) but the model normalises by {ours} (window_size='
+                f'{model.window_size}, pretrained_window_size={model.pretrained_window_size}): '
+                f'set pretrained_window_size={trained}')
     return problems
 
 
