@@ -22,6 +22,9 @@ check-env:
 	$(VENV_PY) tools/check_env.py
 
 # Toy segmentation demo (docs/segmentation.md): data -> train -> test -> plot, < 10 min on 2 cores.
+# SEED (training) and DATA_SEED (the generated toy set) default to 0: make demo-seg SEED=1
+SEED ?= 0
+DATA_SEED ?= 0
 .PHONY: demo-seg
 demo-seg: install
-	$(VENV_PY) tools/demo_segmentation.py
+	$(VENV_PY) tools/demo_segmentation.py --seed $(SEED) --data-seed $(DATA_SEED)

@@ -11,9 +11,9 @@ pre-training to protect). Run it with ``make demo-seg`` (docs/segmentation.md).
 _base_ = ['./upernet_swin_t.py']
 
 # Class names and colours of swin_backbone.toy_segmentation (a test checks they agree).
-classes = ('background', 'stripes', 'checker', 'dots', 'disk', 'triangle')
-palette = [[120, 120, 120], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-           [245, 130, 48]]
+classes = ('stripes', 'checker', 'circle', 'square', 'triangle', 'star')
+palette = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+           [255, 225, 25]]
 data_root = 'data/toy_seg'
 crop_size = (128, 128)
 max_iters = 800
@@ -60,7 +60,7 @@ train_dataloader = dict(
         data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
         pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=8,
+    batch_size=1,  # images differ in size: one per batch, each scored at its own size
     num_workers=1,
     persistent_workers=True,
     dataset=dict(
@@ -79,5 +79,5 @@ train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=2),
-    visualization=dict(interval=4))  # with --show-dir: every 4th val batch (of 8 images)
+    visualization=dict(interval=4))  # with --show-dir: every 4th val image
 randomness = dict(seed=0)

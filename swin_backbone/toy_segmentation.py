@@ -7,16 +7,28 @@ The layout is the one mmseg's ADE20K configs read, so a toy config only changes
     <root>/annotations/training/toy_00000.png   (H, W) uint8, 0 = ignore, 1..K = class
     <root>/images/validation/...                 same, different seeds
 
-As in ADE20K, label 0 means "unlabelled" and is dropped by ``reduce_zero_label=True``
-(it becomes 255, the ignore index); here it marks a one-pixel seam around each
+As in ADE20K, label 0 means "other" and is dropped by ``reduce_zero_label=True`` (it
+becomes 255, the ignore index): here the background and a one-pixel seam around each
 object, where a real annotator would also be unsure. Classes 1..K become 0..K-1.
 
-Each image is a background texture with two to four objects pasted on top: textured
-regions (stripes, checkers, dots: recognisable by texture) and flat shapes (disks,
-triangles: recognisable by their outline, since their colours overlap). Colours are
-jittered per object, so no class is a single colour. Image ``i`` of a split depends
-only on ``(seed, split, i)``, so regenerating gives the same bytes for the same
-numpy / OpenCV versions.
+The classes are designed so that most of them can only be told apart by geometry:
+
+* the background (label 0, not a class): smooth low-frequency noise in a random
+  colour, with clutter on it (lines, dots, small irregular blobs in random colours).
+* two texture classes, ``stripes`` and ``checker``: irregular smooth regions filled
+  with a two-colour pattern; both colours are random, so the pattern, not the hue,
+  names the class.
+* four shape classes, ``circle``, ``square``, ``triangle``, ``star`` (the outlines of
+  ``swin_backbone.toy_coco``): flat fills with a gentle gradient, 10-28 px circumradius,
+  random rotation and aspect stretch. Class, size, placement and colour are drawn
+  independently, so every shape class has the same colour distribution; only the
+  outline tells them apart. Shapes are painted after the textures and occlude them and
+  each other; a placement that would leave an earlier shape less than half visible is
+  re-drawn. Labels are the visible parts.
+
+Images have random sizes (each side drawn independently from ``ToySpec.sides``), so
+aspect ratios vary too. Image ``i`` of a split depends only on ``(seed, split, i)``, so
+regenerating gives the same bytes for the same numpy / OpenCV versions.
 """
 from __future__ import annotations
 
@@ -29,12 +41,19 @@ from typing import Callable
 import cv2
 import numpy as np
 
-CLASSES: tuple[str, ...] = ('background', 'stripes', 'checker', 'dots', 'disk', 'triangle')
+from swin_backbone.toy_coco import shape_polygon
+
+TEXTURE_CLASSES: tuple[str, ...] = ('stripes', 'checker')
+SHAPE_CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'star')
+CLASSES: tuple[str, ...] = (*TEXTURE_CLASSES, *SHAPE_CLASSES)
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (120, 120, 120), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-    (245, 130, 48))
+    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (255, 225, 25))
 SPLITS: dict[str, int] = {'training': 0, 'validation': 1}  # folder -> seed component
 MARKER = 'toy_segmentation.json'
+RADIUS = (10.0, 28.0)  # circumradius of a shape in px, drawn log-uniformly
+MIN_VISIBLE = 0.5  # fraction of every shape left visible by the shapes above it
+_SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions
 
 
 @dataclass(frozen=True)
@@ -44,123 +63,194 @@ class ToySpec:
     Attributes:
         num_train: Images in ``training``.
         num_val: Images in ``validation``.
-        size: Side of the square images in pixels.
+        sides: ``(min, max)`` of each image side in pixels; height and width are drawn
+            independently (uniform integers, inclusive).
         seed: Base seed; image ``i`` of split ``s`` uses ``(seed, s, i)``.
     """
 
     num_train: int = 400
-    num_val: int = 60
-    size: int = 128
+    num_val: int = 100
+    sides: tuple[int, int] = (96, 176)
     seed: int = 0
 
 
-def _hsv_colour(rng: np.random.Generator, hue: float, spread: float = 18.) -> np.ndarray:
-    """A BGR colour (3,) float32 near ``hue`` (OpenCV hue units, 0..180)."""
-    h = (hue + rng.uniform(-spread, spread)) % 180
-    hsv = np.array([[[h, rng.uniform(120, 255), rng.uniform(110, 255)]]], np.uint8)
+@dataclass
+class ToySample:
+    """One generated image with its labels and what was drawn.
+
+    Attributes:
+        image: (H, W, 3) uint8 BGR.
+        label: (H, W) uint8: 0 = ignore (background, object seams), else class index + 1.
+        objects: ``(class index, mask (H, W) bool)`` of every object in painting order
+            (later ones on top); masks are the whole object, occluded parts included.
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    objects: list[tuple[int, np.ndarray]]
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    """A random BGR colour (3,) float32: any hue, saturation 0-255, value 40-255."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0, 255), rng.uniform(40, 255)]]],
+                   np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
-def _coords(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A random colour at least 100 (L1, BGR) from ``under`` (3,), the mean it covers.
+
+    The test depends on the pixels beneath only, never on the class, so every class
+    keeps the same colour distribution.
+    """
+    for _ in range(100):
+        colour = _colour(rng)
+        if np.abs(colour - under).sum() >= 100:
+            return colour
+    return 255 - under  # practically unreachable: the complement always contrasts
+
+
+def _coords(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates (H, W) each, rotated by a random angle."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32)
     t = rng.uniform(0, np.pi)
     return xx * np.cos(t) + yy * np.sin(t), -xx * np.sin(t) + yy * np.cos(t)
 
 
-def _two_tone(mask: np.ndarray, rng: np.random.Generator, hue: float) -> np.ndarray:
-    """(H, W, 3) image mixing two colours of the same hue family by ``mask`` (H, W)."""
-    a, b = _hsv_colour(rng, hue), _hsv_colour(rng, hue + 90)
-    return np.where(mask[..., None], a, b)
+def _two_tone(pattern: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) image mixing two random colours by ``pattern`` (H, W) bool."""
+    a = _colour(rng)
+    b = _contrasting_colour(rng, a)
+    return np.where(pattern[..., None], a, b)
 
 
-def _stripes(size: int, rng: np.random.Generator) -> np.ndarray:
-    u, _ = _coords(size, rng)
-    return _two_tone(np.sin(u * 2 * np.pi / rng.uniform(5, 10)) > 0, rng, hue=0)
+def _stripes(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    u, _ = _coords(shape, rng)
+    return _two_tone(np.sin(u * 2 * np.pi / rng.uniform(5, 10)) > 0, rng)
 
 
-def _checker(size: int, rng: np.random.Generator) -> np.ndarray:
-    u, v = _coords(size, rng)
+def _checker(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    u, v = _coords(shape, rng)
     p = rng.uniform(6, 12)
-    return _two_tone((np.floor(u / p) + np.floor(v / p)) % 2 == 0, rng, hue=60)
+    return _two_tone((np.floor(u / p) + np.floor(v / p)) % 2 == 0, rng)
 
 
-def _dots(size: int, rng: np.random.Generator) -> np.ndarray:
-    u, v = _coords(size, rng)
-    p = rng.uniform(6, 10)
-    du, dv = (u % p) - p / 2, (v % p) - p / 2
-    return _two_tone(du * du + dv * dv < (p * 0.3) ** 2, rng, hue=30)
+TEXTURES: dict[int, Callable[[tuple[int, int], np.random.Generator], np.ndarray]] = {
+    CLASSES.index('stripes'): _stripes, CLASSES.index('checker'): _checker}
 
 
-def _background(size: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth low-frequency noise in a dull colour: (H, W, 3) float32."""
-    noise = cv2.resize(rng.uniform(0, 1, (4, 4)).astype(np.float32), (size, size),
+def _background(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Smooth noise in a random colour with clutter: (H, W, 3) float32.
+
+    Clutter: 2-6 lines, 5-15 dots and 0-3 irregular blobs (3-8 px) in random colours,
+    all labelled background.
+    """
+    h, w = shape
+    noise = cv2.resize(rng.uniform(0, 1, (4, 4)).astype(np.float32), (w, h),
                        interpolation=cv2.INTER_CUBIC)
-    grey = rng.uniform(60, 170)
-    tint = rng.uniform(-25, 25, 3).astype(np.float32)
-    return grey + tint + 70 * (noise[..., None] - 0.5)
+    image = _colour(rng) + 70 * (noise[..., None] - 0.5)
+    for _ in range(rng.integers(2, 7)):
+        p, q = rng.uniform(0, 1, (2, 2)) * (w, h)
+        cv2.line(image, tuple(map(int, p)), tuple(map(int, q)), _colour(rng).tolist(),
+                 int(rng.integers(1, 3)), cv2.LINE_AA)
+    for _ in range(rng.integers(5, 16)):
+        p = rng.uniform(0, 1, 2) * (w, h)
+        cv2.circle(image, tuple(map(int, p)), int(rng.integers(1, 3)),
+                   _colour(rng).tolist(), -1, cv2.LINE_AA)
+    for _ in range(rng.integers(0, 4)):
+        t = np.sort(rng.uniform(0, 2 * np.pi, 9))
+        r = rng.uniform(3, 8) * rng.uniform(0.5, 1.0, 9)
+        blob = np.stack([r * np.cos(t), r * np.sin(t)], 1) + rng.uniform(0, 1, 2) * (w, h)
+        cv2.fillPoly(image, [blob.round().astype(np.int32)], _colour(rng).tolist(),
+                     cv2.LINE_AA)
+    return image
 
 
-def _flat(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A flat colour with a gentle gradient, shared by disks and triangles."""
-    u, _ = _coords(size, rng)
-    colour = _hsv_colour(rng, rng.uniform(0, 180), spread=0)
-    return colour + (u / size - 0.5)[..., None] * rng.uniform(-40, 40)
-
-
-TEXTURES: dict[int, Callable[[int, np.random.Generator], np.ndarray]] = {
-    2: _stripes, 3: _checker, 4: _dots}
-
-
-def _blob_mask(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A random smooth region (H, W) bool; median 22 % of the image (5-95 %: 8-39 %)."""
-    field = cv2.resize(rng.normal(0, 1, (5, 5)).astype(np.float32), (size, size),
+def _blob_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random smooth region (H, W) bool, typically 10-35 % of the image."""
+    h, w = shape
+    field = cv2.resize(rng.normal(0, 1, (5, 5)).astype(np.float32), (w, h),
                        interpolation=cv2.INTER_CUBIC)
-    cy, cx = rng.uniform(0.2, 0.8, 2) * size
-    yy, xx = np.mgrid[0:size, 0:size]
-    dist = np.hypot(yy - cy, xx - cx) / size
+    cy, cx = rng.uniform(0.2, 0.8, 2) * (h, w)
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.hypot(yy - cy, xx - cx) / np.sqrt(h * w)
     return field - 4 * dist + rng.uniform(0.4, 1.2) > 0
 
 
-def _shape_mask(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A disk / ellipse (label 5) or a triangle (label 6) as an (H, W) bool mask."""
-    mask = np.zeros((size, size), np.uint8)
-    c = rng.uniform(0.2, 0.8, 2) * size
-    r = rng.uniform(0.1, 0.22) * size
-    if label == 5:
-        axes = (int(r), int(r * rng.uniform(0.7, 1.0)))
-        cv2.ellipse(mask, (int(c[0]), int(c[1])), axes, rng.uniform(0, 180), 0, 360, 1, -1)
-    else:
-        angles = rng.uniform(0, 2 * np.pi) + np.array([0, 2, 4]) * np.pi / 3
-        angles += rng.uniform(-0.3, 0.3, 3)
-        pts = c + r * 1.3 * np.stack([np.cos(angles), np.sin(angles)], 1)
-        cv2.fillPoly(mask, [pts.round().astype(np.int32)], 1)
+def _shape_mask(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A shape of ``kind`` (a :data:`SHAPE_CLASSES` name) inside the image, (H, W) bool."""
+    h, w = shape
+    lo, hi = np.log(RADIUS[0]), np.log(min(RADIUS[1], min(h, w) / 2.6))
+    radius = float(np.exp(rng.uniform(lo, max(lo, hi))))
+    aspect = float(np.exp(rng.uniform(-0.25, 0.25)))
+    extent = radius * max(aspect, 1 / aspect)
+    centre = rng.uniform(0, 1, 2) * (w - 2 * extent, h - 2 * extent) + extent
+    polygon = shape_polygon(kind, tuple(centre), radius, float(rng.uniform(0, 2 * np.pi)),
+                            aspect)
+    mask = np.zeros(shape, np.uint8)
+    pts = np.round((polygon - 0.5) * (1 << _SHIFT)).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 1, shift=_SHIFT)
     return mask.astype(bool)
 
 
-def make_sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its label map.
+def _place_shapes(shape: tuple[int, int], count: int, rng: np.random.Generator,
+                  max_tries: int = 30) -> list[tuple[int, np.ndarray]]:
+    """``count`` shapes of random classes, each placed on top of the previous ones.
 
-    Returns:
-        ``(image, label)``: (size, size, 3) uint8 BGR and (size, size) uint8 with
-        0 = ignore (object seams) and 1..len(CLASSES) = class index + 1.
+    A placement that would leave an earlier shape less than :data:`MIN_VISIBLE` visible
+    is re-drawn (class included, so occlusion does not depend on the class); after
+    ``max_tries`` the shape is skipped.
     """
-    image = _background(size, rng)
-    label = np.ones((size, size), np.uint8)
-    seams = np.zeros((size, size), bool)
-    objects = rng.integers(2, len(CLASSES) + 1, size=rng.integers(2, 5))
-    for cls in sorted(int(c) for c in objects):  # textured regions first, shapes on top
+    placed: list[tuple[int, np.ndarray]] = []
+    for _ in range(count):
+        for _ in range(max_tries):
+            cls = len(CLASSES) - len(SHAPE_CLASSES) + int(rng.integers(len(SHAPE_CLASSES)))
+            mask = _shape_mask(CLASSES[cls], shape, rng)
+            if all(_visible_fraction(m, [n for _, n in placed[k + 1:]] + [mask])
+                   >= MIN_VISIBLE for k, (_, m) in enumerate(placed)):
+                placed.append((cls, mask))
+                break
+    return placed
+
+
+def _visible_fraction(mask: np.ndarray, above: list[np.ndarray]) -> float:
+    """Fraction of ``mask`` (H, W) bool not covered by any of the masks ``above``."""
+    hidden = np.logical_or.reduce(above) if above else np.zeros_like(mask)
+    return float((mask & ~hidden).sum()) / max(int(mask.sum()), 1)
+
+
+def make_sample(rng: np.random.Generator, sides: tuple[int, int] = ToySpec.sides
+                ) -> ToySample:
+    """One image, its label map and the objects drawn (module docstring: the classes).
+
+    Args:
+        rng: The only source of randomness.
+        sides: ``(min, max)`` of the image height and width, drawn independently.
+    """
+    shape = tuple(int(s) for s in rng.integers(sides[0], sides[1] + 1, 2))
+    image = _background(shape, rng)
+    objects: list[tuple[int, np.ndarray]] = []
+    for cls in TEXTURES:  # each texture class in half of the images
+        if rng.uniform() < 0.5:
+            objects.append((cls, _blob_mask(shape, rng)))
+    objects += _place_shapes(shape, int(rng.integers(3, 8)), rng)
+
+    label = np.zeros(shape, np.uint8)
+    seams = np.zeros(shape, bool)
+    for cls, mask in objects:
         if cls in TEXTURES:
-            mask, fill = _blob_mask(size, rng), TEXTURES[cls](size, rng)
-        else:
-            mask, fill = _shape_mask(cls, size, rng), _flat(size, rng)
+            fill = TEXTURES[cls](shape, rng)
+        else:  # flat colour with a gentle gradient, the same for every shape class
+            u, _ = _coords(shape, rng)
+            fill = (_contrasting_colour(rng, image[mask].mean(0))
+                    + (u / max(shape) - 0.5)[..., None] * rng.uniform(-40, 40))
         image[mask] = fill[mask]
-        label[mask] = cls
+        label[mask] = cls + 1
         edge = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((2, 2)))
         seams = (seams & ~mask) | edge.astype(bool)
     image += rng.normal(0, 6, image.shape)  # sensor noise
     label[seams] = 0
-    return np.clip(image, 0, 255).astype(np.uint8), label
+    return ToySample(np.clip(image, 0, 255).astype(np.uint8), label, objects)
 
 
 def generate(root: str | Path, spec: ToySpec = ToySpec()) -> Path:
@@ -171,7 +261,8 @@ def generate(root: str | Path, spec: ToySpec = ToySpec()) -> Path:
     """
     root = Path(root)
     marker = root / MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(spec):
+    wanted = json.loads(json.dumps(asdict(spec)))  # tuples as JSON lists
+    if marker.is_file() and json.loads(marker.read_text()) == wanted:
         return root
     marker.unlink(missing_ok=True)  # an interrupted run leaves no marker behind
     for split, split_id in SPLITS.items():
@@ -182,12 +273,11 @@ def generate(root: str | Path, spec: ToySpec = ToySpec()) -> Path:
             for stale in folder.glob('toy_*'):  # from an earlier spec; only our own names
                 stale.unlink()
         for i in range(count):
-            rng = np.random.default_rng([spec.seed, split_id, i])
-            image, label = make_sample(spec.size, rng)
-            cv2.imwrite(str(root / 'images' / split / f'toy_{i:05d}.jpg'), image,
+            sample = make_sample(np.random.default_rng([spec.seed, split_id, i]), spec.sides)
+            cv2.imwrite(str(root / 'images' / split / f'toy_{i:05d}.jpg'), sample.image,
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(str(root / 'annotations' / split / f'toy_{i:05d}.png'), label)
-    marker.write_text(json.dumps(asdict(spec)))
+            cv2.imwrite(str(root / 'annotations' / split / f'toy_{i:05d}.png'), sample.label)
+    marker.write_text(json.dumps(wanted))
     return root
 
 
@@ -196,11 +286,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('root', help='output folder, e.g. data/toy_seg')
     defaults = ToySpec()
-    for field in ('num_train', 'num_val', 'size', 'seed'):
+    for field in ('num_train', 'num_val', 'seed'):
         parser.add_argument(f'--{field.replace("_", "-")}', type=int,
                             default=getattr(defaults, field))
+    parser.add_argument('--sides', type=int, nargs=2, default=defaults.sides,
+                        metavar=('MIN', 'MAX'), help='range of image heights and widths')
     args = parser.parse_args()
-    spec = ToySpec(args.num_train, args.num_val, args.size, args.seed)
+    spec = ToySpec(args.num_train, args.num_val, tuple(args.sides), args.seed)
     print(f'toy segmentation data ready in {generate(args.root, spec)}')
 
 

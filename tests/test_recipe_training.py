@@ -87,11 +87,12 @@ def test_toy_cascade_mask_rcnn_trains_two_iterations(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_toy_upernet_trains_two_iterations_with_layer_decay(tmp_path: Path) -> None:
-    data = generate(tmp_path / 'toy', ToySpec(num_train=4, num_val=2, size=64, seed=3))
+    data = generate(tmp_path / 'toy', ToySpec(num_train=4, num_val=2, sides=(40, 80), seed=3))
     options = [f'{split}_dataloader.dataset.data_root={data}' for split in
                ('train', 'val', 'test')]
     options += [f'{split}_dataloader.{key}' for split in ('train', 'val', 'test') for key in
-                ('batch_size=2', 'num_workers=0', 'persistent_workers=False')]
+                ('num_workers=0', 'persistent_workers=False')]
+    options += ['train_dataloader.batch_size=2']  # val / test: the config's 1 (sizes differ)
     options += ['train_cfg.max_iters=2', 'train_cfg.val_interval=100',
                 'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
                 'optim_wrapper.constructor=swin_backbone.LayerDecayOptimWrapperConstructor',

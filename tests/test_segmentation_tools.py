@@ -61,12 +61,13 @@ def _miou(pred_dir: Path, label_dir: Path) -> float:
 
 @pytest.mark.slow
 def test_two_iteration_train_then_test_yields_iou_metric_miou(tmp_path: Path) -> None:
-    data = generate(tmp_path / 'toy', ToySpec(num_train=8, num_val=4, size=64, seed=3))
+    data = generate(tmp_path / 'toy', ToySpec(num_train=8, num_val=4, sides=(40, 80), seed=3))
     work = tmp_path / 'work'
     options = [f'{split}_dataloader.dataset.data_root={data}' for split in
                ('train', 'val', 'test')]
     options += [f'{split}_dataloader.{key}' for split in ('train', 'val', 'test') for key in
-                ('batch_size=2', 'num_workers=0', 'persistent_workers=False')]
+                ('num_workers=0', 'persistent_workers=False')]
+    options += ['train_dataloader.batch_size=2']  # val / test: the config's 1 (sizes differ)
     options += ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
                 'default_hooks.checkpoint.interval=2']
     _tool('train.py', str(CONFIG), '--work-dir', str(work), '--cfg-options', *options)
@@ -92,3 +93,31 @@ def test_two_iteration_train_then_test_yields_iou_metric_miou(tmp_path: Path) ->
     # --show-dir, painting every batch: one ground truth | prediction image per val image.
     painted = sorted(p.name for p in (tmp_path / 'show').rglob('*.png'))
     assert painted == [f'test_toy_0000{i}.jpg_0.png' for i in range(4)]
+
+
+def test_summary_groups_the_per_class_iou_and_checks_every_target() -> None:
+    demo = _demo_module()
+    per_class = dict(stripes=90.0, checker=80.0, circle=70.0, square=60.0, triangle=50.0,
+                     star=40.0)
+    groups = demo.class_groups(per_class)
+    assert groups['objects'] == pytest.approx((90 + 80 + 70 + 60 + 50 + 40) / 6)  # 65
+    assert groups['shapes'] == pytest.approx((70 + 60 + 50 + 40) / 4)  # 55: no texture
+    assert groups['worst_object_class'] == 40.0
+    assert not demo.meets_targets(groups)  # objects 65 < 70, shapes 55 < 60
+    # a background class, where a data set has one, is no object class
+    assert demo.class_groups(dict(per_class, background=1.0)) == groups
+    good = dict(per_class, circle=90.0, square=80.0, triangle=70.0, star=45.0)
+    assert demo.meets_targets(demo.class_groups(good))  # 76.25 shapes, 80.8 objects, 45
+    weak = dict(good, star=39.0, square=96.0)  # the means still pass, one class does not
+    assert demo.class_groups(weak)['shapes'] >= 60 and not demo.meets_targets(
+        demo.class_groups(weak))
+    # a class absent from the validation set (nan in IoUMetric's table) is left out
+    absent = demo.class_groups(dict(per_class, stripes=float('nan')))
+    assert absent['objects'] == pytest.approx((80 + 70 + 60 + 50 + 40) / 5)
+    table = demo.iou_table(per_class, groups).splitlines()
+    assert len(table) == 2 + len(per_class) + 2
+    cells = [[c.strip() for c in row.split('|')[1:3]] for row in table]
+    assert cells[0] == ['class', 'IoU %'] and cells[2] == ['stripes', '90.0']
+    assert cells[-2:] == [['mean over the object classes', '65.0'],
+                          ['mean over the shape classes', '55.0']]
+    assert len({len(row) for row in table}) == 1  # aligned columns
