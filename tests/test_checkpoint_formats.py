@@ -257,6 +257,9 @@ def test_corrupt_safetensors_and_empty_folder_name_the_file(official_v2, tmp_pat
     (tmp_path / 'empty').mkdir()
     with pytest.raises(CheckpointError, match='empty: a folder, but it holds none of'):
         load_pretrained(SwinTransformerV2(arch=ARCH), tmp_path / 'empty')
+    with pytest.raises(CheckpointError, match='sharded checkpoint cannot be read from a URL'):
+        load_pretrained(SwinTransformerV2(arch=ARCH),
+                        'https://huggingface.co/x/y/resolve/main/model.safetensors.index.json')
 
 
 @pytest.fixture()

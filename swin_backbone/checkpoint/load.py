@@ -150,7 +150,7 @@ def hf_config_mismatches(model: nn.Module, config: dict) -> list[str]:
     if version == 2 and 'window_size' in config:
         stages = len(model.stages)
         hf_pretrained = list(config.get('pretrained_window_sizes') or [0] * stages)
-        grid = config.get('image_size', 0) // config.get('patch_size', 4)
+        grid = _side(config.get('image_size', 0)) // _side(config.get('patch_size', 4))
         ran_at = [min(config['window_size'], grid // 2**i) if grid else config['window_size']
                   for i in range(stages)]
         trained = [p or w for p, w in zip(hf_pretrained, ran_at)][:stages]
@@ -163,6 +163,21 @@ def hf_config_mismatches(model: nn.Module, config: dict) -> list[str]:
                 f'{model.window_size}, pretrained_window_size={model.pretrained_window_size}): '
                 f'set pretrained_window_size={trained}')
     return problems
+
+
+def _side(value: int | list[int]) -> int:
+    """A config's size as one side (the smaller one where it gives two)."""
+    return min(value) if isinstance(value, (list, tuple)) else int(value)
+
+
+def _summarise(keys: list[str]) -> str:
+    """``['stages.0.blocks.0.attn.x', 'stages.0.blocks.1.attn.x', 'head.w']`` ->
+    ``'stages.*.blocks.*.attn.x (2), head.w'``."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        pattern = re.sub(r'\.\d+\.', '.*.', re.sub(r'\.\d+\.', '.*.', key))
+        counts[pattern] = counts.get(pattern, 0) + 1
+    return ', '.join(p if n == 1 else f'{p} ({n})' for p, n in counts.items())
 
 
 def load_pretrained(model: nn.Module, source: str | os.PathLike, prefix: str | None = None,
@@ -194,7 +209,8 @@ def load_pretrained(model: nn.Module, source: str | os.PathLike, prefix: str | N
     report = load_state_dict_into(model, converted.state, str(source), converted.origins)
     if converted.dropped:
         print_log(f'{source}: dropped {len(converted.dropped)} tensors the backbone does not '
-                  f'use (classifier head, window-derived buffers): {converted.dropped}',
+                  f'use (classifier head, window-derived buffers): '
+                  f'{_summarise(converted.dropped)}',
                   logger='current')
     print_log(f'loaded {len(report["loaded"])} tensors from {source} ({fmt} format)',
               logger='current')

@@ -10,7 +10,7 @@ Accepted sources:
 - a folder with a Hugging Face ``config.json`` and its weights (``model.safetensors``,
   ``pytorch_model.bin`` or their sharded indexes), as ``save_pretrained`` writes it and
   as the Hub cache keeps it (``.../snapshots/<revision>/``);
-- an ``http(s)://`` URL to any of the files above, downloaded once into torch's hub cache.
+- an ``http(s)://`` URL to a single file above, downloaded once into torch's hub cache.
 
 The format is recognised from the file's first bytes, not from its name.
 """
@@ -66,6 +66,9 @@ def read_source(source: str | os.PathLike) -> Checkpoint:
     """Like :func:`read_checkpoint`, also returning a Hugging Face folder's ``config.json``."""
     source = str(source)
     if source.startswith(('http://', 'https://')):
+        if urlparse(source).path.endswith('.index.json'):
+            raise CheckpointError(f'{source}: a sharded checkpoint cannot be read from a URL; '
+                                  'download its folder (index and shards) and pass that')
         return Checkpoint(_read_file(_download(source), source), source)
     path = Path(source)
     if path.is_dir():
