@@ -7,14 +7,17 @@ post-norm). Both pad, so any ``H, W >= 1`` works, and decide window shifts per f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import nn
 
 from ..registry import MODELS
 from .blocks import (LayerNorm, PatchEmbed, PatchMerging, PatchMergingV2, SwinBlock, SwinBlockV2,
                      SwinStage)
+from .mmdet_args import translate_mmdet_args
 
 ARCH_ZOO: dict[str, dict] = {
     'tiny': dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
@@ -83,6 +86,10 @@ class SwinTransformer(BaseModule):
             ours; pickles or safetensors); optional keys ``prefix``, ``format`` (overrides
             detection) and ``check_config`` (default True: a Hugging Face folder's
             ``config.json`` must agree with the model).
+        mmdet_args: MMDetection's ``SwinTransformer`` arguments (``embed_dims``, ``depths``,
+            ``num_heads``, ``pretrained``, ``convert_weights``, ``strides``, ...), so that
+            mmdet's and mmseg's Swin configs work by changing only ``type``; each is honoured
+            or refused by name (:mod:`swin_backbone.models.mmdet_args`).
 
     Input ``(B, in_channels, H, W)``, any ``H, W >= 1``. Output: a tuple with, for each
     ``i`` in ``out_indices``, ``(B, embed_dims * 2**i, H_i, W_i)`` where ``H_0 = ceil(H / 4)``
@@ -99,7 +106,10 @@ class SwinTransformer(BaseModule):
                  qkv_bias: bool = True, drop_rate: float = 0., attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 init_cfg: dict | list[dict] | None = None) -> None:
+                 init_cfg: dict | list[dict] | None = None, **mmdet_args: Any) -> None:
+        if mmdet_args:
+            arch, init_cfg = translate_mmdet_args(type(self).__name__, arch, patch_size,
+                                                  init_cfg, mmdet_args)
         super().__init__(init_cfg=init_cfg)
         self.embed_dims, self.depths, self.num_heads = _resolve_arch(arch)
         num_stages = len(self.depths)
@@ -122,6 +132,7 @@ class SwinTransformer(BaseModule):
             self.add_module(f'norm{i}', LayerNorm(self.embed_dims * 2**i))
         self._init_default_weights()
         self._freeze_stages()
+        self._register_load_state_dict_pre_hook(self._convert_foreign_layout)
 
     def _check_args(self, patch_size: int, in_channels: int, out_indices: Sequence[int],
                     frozen_stages: int) -> None:
@@ -196,6 +207,28 @@ class SwinTransformer(BaseModule):
             self._is_init = True
         elif cfg is not None:
             super().init_weights()
+
+    def _convert_foreign_layout(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        """Before ``load_state_dict``: rename this backbone's part of ``state_dict`` when it
+        is in another layout (a whole mmdet / mmseg model-zoo detector loaded by ``load_from``
+        or ``tools/test.py``, whose ``backbone.stages.*.attn.w_msa.*`` keys would otherwise
+        all be missing), dropping the buffers ours rebuild."""
+        from ..checkpoint import CheckpointError, convert, detect_format
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        part = {k[len(prefix):]: state_dict[k] for k in keys}
+        try:
+            fmt = detect_format(part) if part else 'swin_backbone'
+        except CheckpointError:
+            return  # not a Swin backbone's tensors: load_state_dict reports what is missing
+        if fmt == 'swin_backbone':
+            return
+        converted = convert(part, len(self.depths), fmt)
+        for key in keys:
+            del state_dict[key]
+        state_dict.update({prefix + k: v for k, v in converted.state.items()})
+        print_log(f'{prefix or type(self).__name__}: renamed {len(part)} tensors of a {fmt}-'
+                  f'layout state dict to ours ({len(converted.dropped)} derived buffers or heads '
+                  'dropped)', logger='current')
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
