@@ -196,3 +196,41 @@ def test_layer_ids_of_the_standard_archs(arch: str, depths: list[int]) -> None:
     assert ids[f'stages.3.blocks.{depths[3] - 1}.mlp.fc2.weight'] == sum(depths)
     with pytest.raises(ValueError, match='no layer id'):
         get_layer_id('absolute_pos_embed', depths)
+
+
+def test_get_layer_depth_is_mmpretrains_protocol() -> None:
+    backbone = swin_backbone.SwinTransformerV2(
+        arch=dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8]))
+    assert backbone.get_layer_depth('backbone.patch_embed.proj.weight') == (0, 10)
+    assert backbone.get_layer_depth('backbone.stages.1.blocks.0.attn.qkv.weight') == (3, 10)
+    assert backbone.get_layer_depth('backbone.stages.1.downsample.reduction.weight') == (5, 10)
+    assert backbone.get_layer_depth('backbone.norm1.weight') == (4, 10)
+    assert backbone.get_layer_depth('neck.lateral_convs.0.conv.weight') == (9, 10)
+    assert backbone.get_layer_depth('stages.3.blocks.1.mlp.fc2.bias', prefix='') == (8, 10)
+    with pytest.raises(ValueError, match="no layer id for backbone parameter 'stages.9.x'"):
+        backbone.get_layer_depth('backbone.stages.9.x')
+
+
+def test_mmpretrains_constructor_gives_the_same_scales_as_ours() -> None:
+    """mmpretrain's LearningRateDecayOptimWrapperConstructor asks the model's
+    ``get_layer_depth``: an mmpretrain classifier with our backbone gets our layer ids."""
+    from swin_backbone.reference import import_mmpretrain
+    import_mmpretrain()
+    from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
+    from mmpretrain.models import ImageClassifier
+    arch = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
+    model = ImageClassifier(
+        backbone=dict(type='swin_backbone.SwinTransformerV2', arch=arch, out_indices=(3,)),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=10, in_channels=256))
+    optimizer = dict(type='AdamW', lr=1e-3, weight_decay=0.05)
+    theirs = LearningRateDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=optimizer), dict(layer_decay_rate=0.9))(model)
+    ours = LayerDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=optimizer), dict(decay_rate=0.9))(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g['lr_scale'] for g in ours.optimizer.param_groups
+             for p in g['params']}
+    for group in theirs.optimizer.param_groups:
+        assert group['lr_scale'] == pytest.approx(scale[group['param_name']]), group['param_name']
+    assert len(theirs.optimizer.param_groups) == len(scale)

@@ -17,6 +17,7 @@ from torch import nn
 from ..registry import MODELS
 from .blocks import (LayerNorm, PatchEmbed, PatchMerging, PatchMergingV2, SwinBlock, SwinBlockV2,
                      SwinStage)
+from .layer_depth import get_layer_id
 from .mmdet_args import translate_mmdet_args
 
 ARCH_ZOO: dict[str, dict] = {
@@ -207,6 +208,21 @@ class SwinTransformer(BaseModule):
             self._is_init = True
         elif cfg is not None:
             super().init_weights()
+
+    def get_layer_depth(self, param_name: str, prefix: str = 'backbone.') -> tuple[int, int]:
+        """mmpretrain's layer-decay protocol: ``(layer_id, num_layers)`` for ``param_name``,
+        a parameter name of the whole model with this backbone's under ``prefix``.
+
+        ``num_layers = sum(depths) + 2``; names outside ``prefix`` (neck, heads) get
+        ``num_layers - 1`` (:mod:`swin_backbone.models.layer_depth`).
+
+        Raises:
+            ValueError: a name under ``prefix`` that is none of this backbone's parameters.
+        """
+        num_layers = sum(self.depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        return get_layer_id(param_name[len(prefix):], self.depths), num_layers
 
     def _convert_foreign_layout(self, state_dict: dict, prefix: str, *args: Any) -> None:
         """Before ``load_state_dict``: rename this backbone's part of ``state_dict`` when it

@@ -5,7 +5,8 @@ The SwinV2 paper fine-tunes UPerNet on ADE20K with layer-wise lr decay 0.95 (arX
 ``LearningRateDecayOptimizerConstructor`` only know ConvNeXt / BEiT / MAE parameter names;
 this constructor knows ours (``swin_backbone.models``).
 
-Layer ids (``L = sum(depths)`` blocks, counted through all stages):
+Layer ids (``L = sum(depths)`` blocks, counted through all stages), as the backbones'
+``get_layer_depth`` gives them (:mod:`swin_backbone.models.layer_depth`):
 
 * ``patch_embed.*`` -> 0;
 * ``stages.{s}.blocks.{j}.*`` -> ``sum(depths[:s]) + j + 1`` (1 .. L);
@@ -47,50 +48,14 @@ then multiplies the learning rate that rule produced.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
 from ..models import SwinTransformer
+from ..models.layer_depth import get_layer_id  # noqa: F401  (the rule's home, re-exported)
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
-
-_BLOCK = re.compile(r'stages\.(\d+)\.blocks\.(\d+)\.')
-_MERGE = re.compile(r'stages\.(\d+)\.downsample\.')
-_NORM = re.compile(r'norm(\d+)\.')
-
-
-def get_layer_id(name: str, depths: Sequence[int]) -> int:
-    """The layer id of a backbone parameter (see the module docstring).
-
-    Args:
-        name: the parameter's name relative to the backbone, e.g.
-            ``'stages.1.blocks.0.attn.qkv.weight'``.
-        depths: blocks per stage, e.g. ``[2, 2, 6, 2]``.
-
-    Returns:
-        An int in ``[0, sum(depths) + 1]``.
-
-    Raises:
-        ValueError: for a name that is not one of our backbone's parameters, so that a
-            renamed parameter fails loudly instead of silently getting the head's lr.
-    """
-    num_layers = sum(depths)
-    if name.startswith('patch_embed.'):
-        return 0
-    if m := _BLOCK.match(name):
-        stage, block = int(m[1]), int(m[2])
-        return sum(depths[:stage]) + block + 1
-    if m := _MERGE.match(name):
-        return min(sum(depths[:int(m[1]) + 1]) + 1, num_layers + 1)
-    if m := _NORM.match(name):
-        return sum(depths[:int(m[1]) + 1])
-    raise ValueError(f'no layer id for backbone parameter {name!r}: expected patch_embed.*, '
-                     'stages.S.blocks.J.*, stages.S.downsample.* or normS.*')
-
 
 def find_swin_backbone(model: nn.Module) -> tuple[str, SwinTransformer]:
     """``(prefix, backbone)``: the model itself (prefix ``''``) or its ``.backbone``.
@@ -179,8 +144,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         for item in per_param:
             (param,) = item['params']
             name = names[id(param)]
-            layer_id = (get_layer_id(name[len(bb_prefix):], backbone.depths)
-                        if name.startswith(bb_prefix) else num_layers + 1)
+            layer_id, _ = backbone.get_layer_depth(name, bb_prefix)
             scale = self.decay_rate ** (num_layers + 1 - layer_id)
             lr = item.get('lr', self.base_lr) * scale
             wd = item.get('weight_decay', self.base_wd)
