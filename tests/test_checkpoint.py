@@ -178,3 +178,36 @@ def test_parts_not_built_are_reported_as_skipped_by_name(official_v2, out_indice
     assert any(k.startswith(f'stages.{last}.downsample.') for k in report['skipped'])
     assert 'norm3.weight' in report['skipped']
     assert sorted(report['loaded'] + report['added']) == sorted(model.state_dict())
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, 'safe_globals'),
+                    reason='torch < 2.5 has no scoped weights-only allow-list')
+def test_loading_a_runner_checkpoint_changes_no_global_state(official_v1, tmp_path):
+    """A backbone loaded from a whole mmengine Runner checkpoint (HistoryBuffer and numpy
+    values in message_hub) leaves torch's allow-list and copyreg as they were (torch >= 2.5,
+    whose allow-list can be scoped), in a fresh process."""
+    script = f'''
+import copyreg, torch
+from swin_backbone import SwinTransformer
+from swin_backbone.checkpoint import load_pretrained
+before = (list(torch.serialization.get_safe_globals()), dict(copyreg.dispatch_table))
+load_pretrained(SwinTransformer(), {str(tmp_path / 'runner.pth')!r})
+after = (list(torch.serialization.get_safe_globals()), dict(copyreg.dispatch_table))
+assert before == after, (before, after)
+'''
+    writer = f'''
+import numpy as np, torch
+from mmengine.logging import HistoryBuffer
+from swin_backbone.runner_checkpoint import allow_runner_checkpoints
+allow_runner_checkpoints()
+buffer = HistoryBuffer()
+buffer.update(np.float64(1.5))
+state = torch.load({str(official_v1)!r}, weights_only=True)['model']
+torch.save(dict(meta=dict(epoch=1), message_hub=dict(log_scalars=dict(loss=buffer)),
+                state_dict={{'backbone.' + k: v for k, v in state.items()}}),
+           {str(tmp_path / 'runner.pth')!r})
+'''
+    for code in (writer, script):
+        result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                                cwd=REPO)
+        assert result.returncode == 0, result.stderr[-2000:]

@@ -16,6 +16,7 @@ The format is recognised from the file's first bytes, not from its name.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -121,11 +122,27 @@ def _read_safetensors(path: Path, source: str) -> dict[str, torch.Tensor]:
                               f'({type(exc).__name__}: {str(exc).splitlines()[0]})') from exc
 
 
+def _runner_globals() -> contextlib.AbstractContextManager:
+    """The few non-tensor types of an mmengine Runner checkpoint, allowed for one load.
+
+    torch >= 2.5 scopes an allow-list to a ``with`` block, so reading a checkpoint changes no
+    global state; torch 2.4 has only the process-wide list, which is extended; torch < 2.4
+    has none (and a Runner checkpoint is refused by name).
+    """
+    from ..runner_checkpoint import RUNNER_CHECKPOINT_GLOBALS
+    scoped = getattr(torch.serialization, 'safe_globals', None)
+    if scoped is not None:
+        return scoped(RUNNER_CHECKPOINT_GLOBALS)
+    add = getattr(torch.serialization, 'add_safe_globals', None)
+    if add is not None:
+        add(RUNNER_CHECKPOINT_GLOBALS)
+    return contextlib.nullcontext()
+
+
 def _read_pickle(path: Path, source: str) -> object:
-    from ..runner_checkpoint import allow_runner_checkpoints
-    allow_runner_checkpoints()
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        with _runner_globals():
+            return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f'{source}: refused to load: it holds objects outside the weights-only allow-list '
