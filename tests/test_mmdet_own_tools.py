@@ -1,0 +1,64 @@
+"""MMDetection's own ``tools/train.py`` and ``tools/test.py`` (the copies inside the installed
+mmdet package) on a config outside this repository that imports ``swin_backbone`` and
+``swin_backbone.engine``: train, ``--resume`` under torch >= 2.6, test. No script of ours.
+
+Slow (each step starts a Python with mmdet): marked ``slow``, still in the default run.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import mmdet
+import pytest
+
+from swin_backbone.toy_coco import generate_toy_coco
+
+REPO = Path(__file__).resolve().parents[1]
+MMDET_TOOLS = Path(mmdet.__file__).parent / '.mim' / 'tools'
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+_base_ = [{base!r}]
+custom_imports = dict(imports=['swin_backbone', 'swin_backbone.engine'],
+                      allow_failed_imports=False)
+data_root = {root!r}
+train_dataloader = dict(batch_size=2, dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=2, val_interval=2)
+default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=1))
+"""
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_mmdet_train_resume_and_test_with_swin_backbone_engine(tmp_path):
+    generate_toy_coco(str(tmp_path / 'data'), num_train=4, num_val=2, seed=1)
+    config = tmp_path / 'project_config.py'
+    config.write_text(CONFIG.format(base=str(REPO / 'configs' / 'mask_rcnn_swin_t_toy.py'),
+                                    root=f'{tmp_path / "data"}/'))
+    work = tmp_path / 'work'
+    train = str(MMDET_TOOLS / 'train.py')
+    _run(train, str(config), '--work-dir', str(work), '--cfg-options', 'train_cfg.max_epochs=1',
+         cwd=tmp_path)
+    assert (work / 'epoch_1.pth').is_file()
+    # Without swin_backbone.engine, torch's weights-only loading refuses the checkpoint.
+    refused = subprocess.run(
+        [sys.executable, '-c', f'import torch; torch.load({str(work / "epoch_1.pth")!r}, '
+         'weights_only=True)'], capture_output=True, text=True)
+    assert refused.returncode != 0 and 'HistoryBuffer' in refused.stderr
+    resumed = _run(train, str(config), '--work-dir', str(work), '--resume', cwd=tmp_path)
+    log = resumed.stdout + resumed.stderr
+    assert 'Auto resumed from the latest checkpoint' in log and 'resumed epoch: 1, iter: 2' in log
+    assert (work / 'epoch_2.pth').is_file()
+    tested = _run(str(MMDET_TOOLS / 'test.py'), str(config), str(work / 'epoch_2.pth'),
+                  '--work-dir', str(tmp_path / 'test'), cwd=tmp_path)
+    assert 'coco/bbox_mAP' in tested.stdout + tested.stderr
