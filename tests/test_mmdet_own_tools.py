@@ -62,3 +62,21 @@ def test_mmdet_train_resume_and_test_with_swin_backbone_engine(tmp_path):
     tested = _run(str(MMDET_TOOLS / 'test.py'), str(config), str(work / 'epoch_2.pth'),
                   '--work-dir', str(tmp_path / 'test'), cwd=tmp_path)
     assert 'coco/bbox_mAP' in tested.stdout + tested.stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__('torch').serialization, 'get_safe_globals'),
+                    reason='torch < 2.4 has no weights-only allow-list')
+def test_import_swin_backbone_changes_no_global_state_and_engine_does():
+    code = '''
+import copyreg, torch
+import mmengine.runner.checkpoint as checkpoint
+def state():
+    return (list(torch.serialization.get_safe_globals()), dict(copyreg.dispatch_table),
+            checkpoint.save_checkpoint)
+before = state()
+import swin_backbone
+assert state() == before, 'import swin_backbone changed global state'
+import swin_backbone.engine
+assert state() != before, 'swin_backbone.engine installed nothing'
+'''
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
