@@ -80,3 +80,17 @@ import swin_backbone.engine
 assert state() != before, 'swin_backbone.engine installed nothing'
 '''
     subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
+
+
+def test_engine_teaches_mmengines_flop_counter_attention():
+    import torch
+    from mmengine.analysis import FlopAnalyzer
+
+    import swin_backbone.engine  # noqa: F401
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.randn(1, 2, 16, 8), torch.randn(1, 2, 12, 8), torch.randn(1, 2, 12, 4)
+    assert FlopAnalyzer(Attention(), (q, k, v)).total() == 2 * 16 * 12 * (8 + 4)

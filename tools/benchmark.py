@@ -270,16 +270,13 @@ def _mmdet_backbone_state(ckpt: Path, ours: torch.nn.Module) -> dict[str, torch.
 def flops_and_params(groups: dict[int, list[Backbone]], size: tuple[int, int]) -> list[str]:
     from mmengine.analysis import FlopAnalyzer, parameter_count
 
-    def sdpa_flops(inputs: list, outputs: list) -> int:
-        q, k = (i.type().sizes() for i in inputs[:2])
-        return int(np.prod(q[:-1]) * k[-2] * q[-1] * 2)  # two matmuls, multiply-adds
+    from swin_backbone.engine.flops import SDPA_OP, sdpa_flop_jit
 
     rows = []
     x = torch.randn(1, 3, *size)
     for version in (1, 2):
         ours = groups[version][0].module
-        analyzer = FlopAnalyzer(ours, (x,)).set_op_handle(
-            'aten::scaled_dot_product_attention', sdpa_flops)
+        analyzer = FlopAnalyzer(ours, (x,)).set_op_handle(SDPA_OP, sdpa_flop_jit)
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         rows.append(f'| ours V{version} | {size[0]}x{size[1]} | {analyzer.total() / 1e9:.1f} | '
                     f'{parameter_count(ours)[""] / 1e6:.1f} |')

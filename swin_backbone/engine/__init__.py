@@ -13,12 +13,16 @@ Importing it installs, for the whole process:
   :func:`~swin_backbone.runner_checkpoint.allow_runner_checkpoints`, without which
   ``--resume`` fails under torch >= 2.6 (``Unsupported global: ... HistoryBuffer``);
 - atomic Runner checkpoint writes (:func:`~swin_backbone.runner_checkpoint.
-  enable_atomic_checkpoints`): a killed run never leaves a truncated ``iter_N.pth``.
+  enable_atomic_checkpoints`): a killed run never leaves a truncated ``iter_N.pth``;
+- a FLOP handle for ``scaled_dot_product_attention`` in mmengine's ``FlopAnalyzer``
+  (:mod:`.flops`), which mmdet's ``get_flops.py`` otherwise counts as zero.
 
 ``RandomStateHook`` stays a hook that configs name
 (``custom_hooks=[dict(type='swin_backbone.RandomStateHook')]``).
 """
 from ..runner_checkpoint import allow_runner_checkpoints, enable_atomic_checkpoints
+from .flops import count_attention_flops
 
 allow_runner_checkpoints()
 enable_atomic_checkpoints()
+count_attention_flops()
