@@ -106,5 +106,6 @@ def test_toy_upernet_trains_two_iterations_with_layer_decay(tmp_path: Path) -> N
     # after 2 warm-up iterations every group keeps its layer's share of the scheduled lr
     top, first = by_name['layer_9_decay'], by_name['layer_0_decay']
     assert first['lr'] == pytest.approx(top['lr'] * 0.95 ** 9)
-    assert first['initial_lr'] == pytest.approx(1e-3 * 0.95 ** 9)
+    base_lr = Config.fromfile(str(CONFIGS / 'upernet_swin_t_toy.py')).optim_wrapper.optimizer.lr
+    assert first['initial_lr'] == pytest.approx(base_lr * 0.95 ** 9)
     assert by_name['layer_1_no_decay']['weight_decay'] == 0.
