@@ -218,11 +218,13 @@ def test_mmpretrains_constructor_gives_the_same_scales_as_ours() -> None:
     import_mmpretrain()
     from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
     from mmpretrain.models import ImageClassifier
+    from mmengine.registry import DefaultScope
     arch = dict(embed_dims=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8])
-    model = ImageClassifier(
-        backbone=dict(type='swin_backbone.SwinTransformerV2', arch=arch, out_indices=(3,)),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=10, in_channels=256))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # earlier tests set mmdet's
+        model = ImageClassifier(
+            backbone=dict(type='swin_backbone.SwinTransformerV2', arch=arch, out_indices=(3,)),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=10, in_channels=256))
     optimizer = dict(type='AdamW', lr=1e-3, weight_decay=0.05)
     theirs = LearningRateDecayOptimWrapperConstructor(
         dict(type='OptimWrapper', optimizer=optimizer), dict(layer_decay_rate=0.9))(model)
