@@ -15,7 +15,8 @@ import mmdet
 import mmseg
 from swin_backbone import SwinTransformer
 
-MMDET_SWIN = Path(mmdet.__file__).parent / '.mim/configs/swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+MMDET_SWIN = (Path(mmdet.__file__).parent / '.mim/configs/swin/'
+              'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
 MMSEG_SWIN = (Path(mmseg.__file__).parent / '.mim/configs/swin/'
               'swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py')
 # Every stage larger than the window (128x161 .. 16x21), where mmdet is faithful: it shifts
