@@ -1,6 +1,7 @@
 """MMDetection's own ``tools/train.py`` and ``tools/test.py`` (the copies inside the installed
-mmdet package) on a config outside this repository that imports ``swin_backbone`` and
-``swin_backbone.engine``: train, ``--resume`` under torch >= 2.6, test. No script of ours.
+mmdet package) and its Python APIs on a config outside this repository that imports
+``swin_backbone`` and ``swin_backbone.engine``: train, ``--resume`` under torch >= 2.6, test,
+``init_detector`` / ``inference_detector`` / ``DetInferencer``. No script of ours.
 
 Slow (each step starts a Python with mmdet): marked ``slow``, still in the default run.
 """
@@ -62,6 +63,20 @@ def test_mmdet_train_resume_and_test_with_swin_backbone_engine(tmp_path):
     tested = _run(str(MMDET_TOOLS / 'test.py'), str(config), str(work / 'epoch_2.pth'),
                   '--work-dir', str(tmp_path / 'test'), cwd=tmp_path)
     assert 'coco/bbox_mAP' in tested.stdout + tested.stderr
+    # The Python APIs, in a fresh process: the config's custom_imports install the
+    # allow-list before mmdet loads the Runner checkpoint with weights_only.
+    api = f'''
+import numpy as np
+from mmdet.apis import DetInferencer, inference_detector, init_detector
+model = init_detector({str(config)!r}, {str(work / 'epoch_2.pth')!r}, device='cpu')
+assert type(model.backbone).__module__.startswith('swin_backbone.'), type(model.backbone)
+image = (np.random.RandomState(0).rand(128, 160, 3) * 255).astype(np.uint8)
+assert inference_detector(model, image).pred_instances.bboxes.shape[1] == 4
+found = DetInferencer(model={str(config)!r}, weights={str(work / 'epoch_2.pth')!r},
+                      device='cpu')(image, return_datasamples=True)
+assert len(found['predictions']) == 1
+'''
+    _run('-c', api, cwd=tmp_path)
 
 
 @pytest.mark.skipif(not hasattr(__import__('torch').serialization, 'get_safe_globals'),
