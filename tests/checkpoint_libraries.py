@@ -24,7 +24,7 @@ if __name__ == '__main__':
 from swin_backbone import SwinTransformer, SwinTransformerV2
 from swin_backbone.checkpoint import load_pretrained
 from swin_backbone.reference import (import_mmpretrain, import_timm, import_torchvision,
-                                     import_transformers)
+                                     import_transformers, timm_stage_outputs)
 
 # Every library at one small architecture (layouts do not depend on width or depth): the
 # Swin-T structure at a third of its width and with two blocks in stage 2, ~9x cheaper.
@@ -276,13 +276,10 @@ def _timm_safetensors_file(model: nn.Module, folder: Path) -> Path:
 
 
 def _timm_stages(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    x = model.patch_embed(x)
-    maps = []
-    for layer in model.layers:
-        x = layer(x)
-        maps.append(x)
-    maps[-1] = model.norm(maps[-1])
-    return [to_nchw(m) for m in maps]
+    """timm's stage maps (:func:`timm_stage_outputs`), the last through its final ``norm``."""
+    maps = timm_stage_outputs(model, x)
+    maps[-1] = to_nchw(model.norm(maps[-1].permute(0, 2, 3, 1)))
+    return maps
 
 
 V1_ARGS, V2_ARGS = dict(arch=ARCH, window_size=7), dict(arch=ARCH, window_size=8)

@@ -175,7 +175,7 @@ def _summarise(keys: list[str]) -> str:
     ``'stages.*.blocks.*.attn.x (2), head.w'``."""
     counts: dict[str, int] = {}
     for key in keys:
-        pattern = re.sub(r'\.\d+\.', '.*.', re.sub(r'\.\d+\.', '.*.', key))
+        pattern = re.sub(r'\.\d+(?=\.)', '.*', key)
         counts[pattern] = counts.get(pattern, 0) + 1
     return ', '.join(p if n == 1 else f'{p} ({n})' for p, n in counts.items())
 
