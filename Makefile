@@ -13,13 +13,13 @@ install-torch-floor:
 	@PYTHON=$(PYTHON) bash tools/install_torch_floor.sh >/dev/null
 
 demo: install
-	$(VENV_PY) tools/demo_detection.py
+	$(VENV_PY) projects/toy_demo/demo_detection.py
 
 test: install install-torch-floor
 	$(VENV_PY) -m pytest -q
 
 check-env:
-	$(VENV_PY) tools/check_env.py
+	$(VENV_PY) tools/misc/check_env.py
 
 # Toy segmentation demo (docs/segmentation.md): data -> train -> test -> plot, < 10 min on 2 cores.
 # SEED (training) and DATA_SEED (the generated toy set) default to 0: make demo-seg SEED=1
@@ -27,4 +27,4 @@ SEED ?= 0
 DATA_SEED ?= 0
 .PHONY: demo-seg
 demo-seg: install
-	$(VENV_PY) tools/demo_segmentation.py --seed $(SEED) --data-seed $(DATA_SEED)
+	$(VENV_PY) projects/toy_demo/demo_segmentation.py --seed $(SEED) --data-seed $(DATA_SEED)

@@ -4,6 +4,10 @@ A config names our modules with the scope prefix, ``type='swin_backbone.SwinTran
 mmdet and mmseg register a ``SwinTransformer`` of their own, so an unprefixed name would
 silently pick theirs. Building from mmdet's or mmseg's registry finds ours through the
 shared mmengine root.
+
+Only the backbones are imported eagerly (``import swin_backbone``). The hook and the optimiser
+wrapper constructor live in :mod:`swin_backbone.engine`, imported through ``locations`` the
+first time a config builds from our scope of those registries.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
@@ -14,6 +18,6 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='swin_backbone',
                   locations=['swin_backbone.models'])
 OPTIM_WRAPPER_CONSTRUCTORS = Registry(
     'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-    scope='swin_backbone', locations=['swin_backbone.optim'])
+    scope='swin_backbone', locations=['swin_backbone.engine.optim'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='swin_backbone',
-                 locations=['swin_backbone.hooks'])
+                 locations=['swin_backbone.engine.hooks'])

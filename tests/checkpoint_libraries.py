@@ -23,7 +23,7 @@ if __name__ == '__main__':
 
 from swin_backbone import SwinTransformer, SwinTransformerV2
 from swin_backbone.checkpoint import load_pretrained
-from swin_backbone.reference import (import_mmpretrain, import_timm, import_torchvision,
+from reference import (import_mmpretrain, import_timm, import_torchvision,
                                      import_transformers, timm_stage_outputs)
 
 # Every library at one small architecture (layouts do not depend on width or depth): the

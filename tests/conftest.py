@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from swin_backbone.synthetic import save_official
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # projects.toy_demo, tools
+
+from synthetic import save_official  # noqa: E402
 
 
 @pytest.fixture(scope='session')

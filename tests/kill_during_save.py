@@ -2,10 +2,10 @@
 
 Usage: ``python tests/kill_during_save.py NAME SCRIPT [ARGS...]``, e.g. ``NAME=epoch_3.pth``.
 
-Only ``open`` inside ``swin_backbone.runner_checkpoint`` is replaced: when
-``atomic_save_checkpoint`` opens the temporary file of the checkpoint called NAME, the file it
-gets writes the first half of the bytes, flushes them to disk and kills the process, the state
-an OOM kill or a lost node leaves mid-write. Everything else runs the real code.
+Only ``open`` inside ``swin_backbone.checkpoint.runner`` is replaced: when ``write_atomic``
+opens the temporary file of the checkpoint called NAME, the file it gets writes the first half
+of the bytes, flushes them to disk and kills the process, the state an OOM kill or a lost node
+leaves mid-write. Everything else runs the real code.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from swin_backbone import runner_checkpoint  # noqa: E402
+from swin_backbone.checkpoint import runner as runner_checkpoint  # noqa: E402
 
 
 class _DyingFile:

@@ -63,38 +63,31 @@ def tiny_runner(work_dir: str, max_iters: int = 2, diff_rank_seed: bool = False,
 
 def _main() -> None:
     """``python tests/runner_utils.py WORK_DIR MAX_ITERS [--resume] [--sleep S]
-    [--no-allow-list] [--no-rng-hook] [--launcher pytorch]``: train the tiny runner through
-    the tools' checkpoint handling (atomic saves, the allow-list, ``RandomStateHook``) and print
+    [--no-rng-hook] [--launcher pytorch]``: train the tiny runner through the tools'
+    checkpoint handling (``swin_backbone.engine``: atomic saves, the allow-list, and
+    ``RandomStateHook``) and print
     one ``loss <iter> <value>`` line per iteration, ``rank<r> loss <iter> <value>`` under
     torchrun (gloo, each rank with its own seed)."""
     import argparse
-    import copyreg
     import sys
     import time
 
     import torch.distributed as dist
     from mmengine.hooks import Hook
-    from mmengine.logging import HistoryBuffer
 
-    from swin_backbone import runner_checkpoint as rc
-    from swin_backbone.hooks import RandomStateHook
+    import swin_backbone.engine  # noqa: F401  (installs what tools/train.py installs)
+    from swin_backbone.checkpoint.runner import latest_complete_checkpoint
+    from swin_backbone.engine.hooks import RandomStateHook
 
     parser = argparse.ArgumentParser()
     parser.add_argument('work_dir')
     parser.add_argument('max_iters', type=int)
     parser.add_argument('--resume', action='store_true')
     parser.add_argument('--sleep', type=float, default=0.0)
-    parser.add_argument('--no-allow-list', action='store_true',
-                        help='only register the HistoryBuffer reducer, as a save-side check')
     parser.add_argument('--no-rng-hook', action='store_true',
                         help='without RandomStateHook (plain mmengine resume)')
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none')
     args = parser.parse_args()
-    if args.no_allow_list:
-        copyreg.pickle(HistoryBuffer, rc._reduce_history_buffer)
-    else:
-        rc.allow_runner_checkpoints()
-    rc.enable_atomic_checkpoints()
     extra = {}
     prefix = ''
     if args.launcher == 'pytorch':
@@ -111,7 +104,7 @@ def _main() -> None:
             time.sleep(args.sleep)
 
     hooks = [_Report()] if args.no_rng_hook else [_Report(), RandomStateHook()]
-    resume_from = rc.latest_complete_checkpoint(args.work_dir) if args.resume else None
+    resume_from = latest_complete_checkpoint(args.work_dir) if args.resume else None
     runner = tiny_runner(args.work_dir, args.max_iters, custom_hooks=hooks,
                          resume=resume_from is not None, load_from=resume_from,
                          log_level='WARNING', **extra)

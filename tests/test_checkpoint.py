@@ -75,7 +75,7 @@ def test_v1_bias_tables_are_resized_bicubically_for_a_new_window(official_v1):
 
 
 def test_timm_mmdet_and_own_formats_give_the_same_model(official_v1, tmp_path):
-    from swin_backbone.reference import mmdet_swin_from_official, timm_swin_from_official
+    from reference import mmdet_swin_from_official, timm_swin_from_official
     reference = SwinTransformer()
     load_pretrained(reference, official_v1)
     expected = outputs(reference)
@@ -191,7 +191,7 @@ def test_loading_a_runner_checkpoint_changes_no_global_state(official_v1, tmp_pa
 import copyreg, torch
 from swin_backbone import SwinTransformer
 from swin_backbone.checkpoint import load_pretrained
-from swin_backbone.runner_checkpoint import RUNNER_CHECKPOINT_GLOBALS
+from swin_backbone.checkpoint.runner import RUNNER_CHECKPOINT_GLOBALS
 report = load_pretrained(SwinTransformer(), {str(tmp_path / 'runner.pth')!r})
 assert report['missing'] == [], report['missing']
 allowed = torch.serialization.get_safe_globals()
@@ -203,7 +203,7 @@ assert HistoryBuffer not in copyreg.dispatch_table
     writer = f'''
 import numpy as np, torch
 from mmengine.logging import HistoryBuffer
-from swin_backbone.runner_checkpoint import allow_runner_checkpoints
+from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints
 allow_runner_checkpoints()
 buffer = HistoryBuffer()
 buffer.update(np.float64(1.5))

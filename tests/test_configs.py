@@ -1,8 +1,9 @@
-"""Every config under configs/ parses and builds its model on CPU (pretrained loading off);
-the shared no-decay keys of configs/_base_/schedules/swin_adamw_1x.py hit real parameters
-and give them weight decay 0 in the optimizer the Runner would build."""
+"""Every config under configs/ and the toy demo's parses and builds its model on CPU (pretrained
+loading off); the shared no-decay keys of configs/_base_/schedules/swin_adamw_1x.py hit real
+parameters and give them weight decay 0 in the optimizer the Runner would build."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,9 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 
 import swin_backbone  # noqa: F401  (registers the backbones)
+from paths import ALL_CONFIGS as CONFIGS
+from paths import REPO, config
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / 'configs'
-CONFIGS = sorted(p for p in CONFIG_DIR.rglob('*.py')
-                 if '_base_' not in p.parts)
 DETECTION = [p for p in CONFIGS if p.name.startswith('mask')]
 
 
@@ -41,10 +41,44 @@ def build_model(path: Path) -> tuple[Config, torch.nn.Module]:
 
 def test_configs_found() -> None:
     names = {p.name for p in CONFIGS}
-    assert {'mask_rcnn_swin_t.py', 'mask_rcnn_swin_t_toy.py',
-            'mask-rcnn_swinv1-t-p4-w7_fpn_1x_coco.py',
+    assert {'mask_rcnn_swin_t.py', 'mask-rcnn_swinv2-toy-p4-w8_fpn_gn-head_2x_toy-coco-128x128.py',
+            'mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py', 'mask-rcnn_swinv1-t-p4-w7_fpn_1x_coco.py',
             'mask-rcnn_swinv1-t-p4-w7_fpn_ms-crop-3x_coco.py',
             'mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py'} <= names
+
+
+# {algorithm}_{backbone}-{size}-p{patch}-w{window}_{neck, schedule, ...}_{dataset}[-{crop}].py
+CANONICAL = re.compile(r'(cascade-mask-rcnn|mask-rcnn|upernet)_swinv[12]-(t|s|b|toy)-p4-w\d+'
+                       r'(_[a-z0-9]+(-[a-z0-9]+)*)+\.py')
+ENTRY_POINTS = {'mask_rcnn_swin_t.py': 'detection/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py',
+                'upernet_swin_t.py':
+                    'segmentation/upernet_swinv2-t-p4-w16_8xb2-160k_ade20k-512x512.py'}
+
+
+def test_every_config_but_the_entry_points_follows_one_naming_scheme() -> None:
+    odd = [p.name for p in CONFIGS
+           if p.name not in ENTRY_POINTS and not CANONICAL.fullmatch(p.name)]
+    assert not odd
+    assert {p.parent.name for p in CONFIGS if p.name not in ENTRY_POINTS} == \
+        {'detection', 'segmentation', 'configs'}  # configs/: the toy demo's folder
+
+
+@pytest.mark.parametrize('name', sorted(ENTRY_POINTS))
+def test_entry_points_are_two_lines_inheriting_their_canonical_config(name: str) -> None:
+    path = config(name)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith('# ')
+    assert lines[1] == f"_base_ = './{ENTRY_POINTS[name]}'"
+    assert Config.fromfile(str(path)).to_dict() == \
+        Config.fromfile(str(path.parent / ENTRY_POINTS[name])).to_dict()
+
+
+def test_the_config_table_lists_every_config() -> None:
+    table = (REPO / 'configs' / 'README.md').read_text()
+    for path in CONFIGS:
+        listed = path.name if 'projects' in path.parts else \
+            str(path.relative_to(REPO / 'configs'))
+        assert f'`{listed}`' in table, listed
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
@@ -57,7 +91,7 @@ def test_config_builds(path: Path) -> None:
 
 
 def test_main_config_is_the_issue_recipe() -> None:
-    cfg = Config.fromfile(str(CONFIG_DIR / 'mask_rcnn_swin_t.py'))
+    cfg = Config.fromfile(str(config('mask_rcnn_swin_t.py')))
     backbone = cfg.model.backbone
     assert backbone.type == 'swin_backbone.SwinTransformerV2'
     assert (backbone.window_size, backbone.pretrained_window_size) == (16, 8)

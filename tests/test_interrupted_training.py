@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from swin_backbone.runner_checkpoint import (allow_runner_checkpoints, is_complete_checkpoint,
-                                             latest_complete_checkpoint)
-from swin_backbone.toy_coco import generate_toy_coco
+from paths import TOY_DETECTION_CONFIG
+from projects.toy_demo.toy_coco import generate_toy_coco
+from swin_backbone.checkpoint.runner import is_complete_checkpoint, latest_complete_checkpoint
+from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 ITERS_PER_EPOCH, EPOCHS = 3, 4
@@ -75,7 +76,7 @@ def config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('interrupted')
     generate_toy_coco(str(root / 'data'), num_train=2 * ITERS_PER_EPOCH, num_val=2, seed=1)
     path = root / 'config.py'
-    path.write_text(_CONFIG.format(base=str(REPO / 'configs' / 'mask_rcnn_swin_t_toy.py'),
+    path.write_text(_CONFIG.format(base=str(TOY_DETECTION_CONFIG),
                                    data_root=f'{root}/data/', epochs=EPOCHS))
     return path
 

@@ -16,8 +16,9 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 from torch import nn
 
+from paths import config
 import swin_backbone  # noqa: F401  (registers the backbones and the constructor)
-from swin_backbone.optim import LayerDecayOptimWrapperConstructor, get_layer_id
+from swin_backbone.engine.optim import LayerDecayOptimWrapperConstructor, get_layer_id
 
 REPO = Path(__file__).resolve().parents[1]
 DEPTHS = [1, 2, 3, 1]  # L = 7 blocks: layer ids 0 (patch embed) .. 7, heads 8
@@ -28,7 +29,7 @@ LR, WD = 1e-4, 0.05  # configs/_base_/schedules/swin_adamw_1x.py
 
 def _tiny_detector(version: int) -> nn.Module:
     from mmdet.registry import MODELS
-    cfg = Config.fromfile(str(REPO / 'configs' / 'mask_rcnn_swin_t.py'))
+    cfg = Config.fromfile(str(config('mask_rcnn_swin_t.py')))
     backbone = cfg.model.backbone
     backbone.arch = dict(embed_dims=16, depths=DEPTHS, num_heads=[1, 2, 2, 4])
     backbone.window_size = 4
@@ -42,7 +43,7 @@ def _tiny_detector(version: int) -> nn.Module:
 
 
 def _optim_wrapper_cfg(**paramwise) -> dict:
-    cfg = Config.fromfile(str(REPO / 'configs' / 'mask_rcnn_swin_t.py')).optim_wrapper.to_dict()
+    cfg = Config.fromfile(str(config('mask_rcnn_swin_t.py'))).optim_wrapper.to_dict()
     cfg['constructor'] = 'swin_backbone.LayerDecayOptimWrapperConstructor'
     cfg['paramwise_cfg'] = dict(cfg['paramwise_cfg'], decay_rate=RATE, **paramwise)
     return cfg
@@ -214,7 +215,7 @@ def test_get_layer_depth_is_mmpretrains_protocol() -> None:
 def test_mmpretrains_constructor_gives_the_same_scales_as_ours() -> None:
     """mmpretrain's LearningRateDecayOptimWrapperConstructor asks the model's
     ``get_layer_depth``: an mmpretrain classifier with our backbone gets our layer ids."""
-    from swin_backbone.reference import import_mmpretrain
+    from reference import import_mmpretrain
     import_mmpretrain()
     from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
     from mmpretrain.models import ImageClassifier

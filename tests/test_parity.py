@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swin_backbone.reference import parity_with_mmdet, parity_with_timm
+from reference import parity_with_mmdet, parity_with_timm
 
 FP32_TOL = 1e-4  # the bound for every output stage
 FP64_TOL = 1e-9  # same semantics: only float64 rounding remains

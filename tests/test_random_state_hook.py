@@ -18,9 +18,11 @@ from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from swin_backbone import RandomStateHook, hooks
-from swin_backbone.hooks import get_rng_state, set_rng_state, with_random_state_hook
+from paths import config
 from runner_utils import _Linear, _Random
+from swin_backbone.engine import hooks
+from swin_backbone.engine.hooks import (RandomStateHook, get_rng_state, set_rng_state,
+                                        with_random_state_hook)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,8 +63,8 @@ def test_train_tool_adds_it_to_every_config() -> None:
         from train import build_config, parse_args
     finally:
         sys.path.remove(str(REPO / 'tools'))
-    for config in ('mask_rcnn_swin_t.py', 'upernet_swin_t.py'):
-        cfg = build_config(parse_args([str(REPO / 'configs' / config)]))
+    for name in ('mask_rcnn_swin_t.py', 'upernet_swin_t.py'):
+        cfg = build_config(parse_args([str(config(name))]))
         assert [h['type'] for h in cfg.custom_hooks].count('swin_backbone.RandomStateHook') == 1
 
 

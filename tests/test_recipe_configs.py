@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 
+from paths import config
 import swin_backbone
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ SEG_CFG = 'upernet_swinv2-{}-p4-w16_layer-decay_8xb2-160k_ade20k-512x512.py'
 
 
 def _load(name: str) -> Config:
-    cfg = Config.fromfile(str(REPO / 'configs' / name))
+    cfg = Config.fromfile(str(config(name)))
     assert cfg.custom_imports['imports'] == ['swin_backbone']
     return cfg
 

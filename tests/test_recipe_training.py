@@ -1,11 +1,11 @@
 """Two training iterations of each paper recipe's moving parts through ``tools/train.py``.
 
-* Detection: the toy detection config (``configs/mask_rcnn_swin_t_toy.py``) switched to the
-  Cascade Mask R-CNN of ``configs/cascade-mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py``
+* Detection: the toy detection config (``projects/toy_demo/configs/``) switched to the Cascade
+  Mask R-CNN of ``configs/detection/cascade-mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py``
   (its detector type, three GIoU / 4conv1fc stages and per-stage assigners, with the toy's
   head widths and classes), written to a config file and trained as a subprocess.
 * Segmentation: the toy segmentation config with the layer-decay constructor of
-  ``configs/upernet_swinv2-t-p4-w16_layer-decay_8xb2-160k_ade20k-512x512.py``.
+  ``configs/segmentation/upernet_swinv2-t-p4-w16_layer-decay_8xb2-160k_ade20k-512x512.py``.
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from swin_backbone.runner_checkpoint import allow_runner_checkpoints
-from swin_backbone.toy_coco import ToyCocoSpec, generate_toy_coco
-from swin_backbone.toy_segmentation import ToySpec, generate
+from paths import TOY_DETECTION_CONFIG, TOY_SEGMENTATION_CONFIG, config
+from projects.toy_demo.toy_coco import ToyCocoSpec, generate_toy_coco
+from projects.toy_demo.toy_segmentation import ToySpec, generate
+from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / 'configs'
 
 
 def _train(config: Path, work: Path, *options: str) -> str:
@@ -43,9 +43,9 @@ def _load_checkpoint(path: Path) -> dict:
 
 
 def _toy_cascade_config(data_root: Path, path: Path) -> Path:
-    toy = Config.fromfile(str(CONFIGS / 'mask_rcnn_swin_t_toy.py'))
+    toy = Config.fromfile(str(TOY_DETECTION_CONFIG))
     cascade = Config.fromfile(
-        str(CONFIGS / 'cascade-mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py'))
+        str(config('cascade-mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py')))
     width, classes = toy.model.neck.out_channels, len(toy.classes)
     toy.model.type = cascade.model.type
     heads = cascade.model.roi_head.bbox_head
@@ -97,7 +97,7 @@ def test_toy_upernet_trains_two_iterations_with_layer_decay(tmp_path: Path) -> N
                 'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
                 'optim_wrapper.constructor=swin_backbone.LayerDecayOptimWrapperConstructor',
                 'optim_wrapper.paramwise_cfg.decay_rate=0.95']
-    log = _train(CONFIGS / 'upernet_swin_t_toy.py', tmp_path / 'work', *options)
+    log = _train(TOY_SEGMENTATION_CONFIG, tmp_path / 'work', *options)
     assert 'Iter(train) [2/2]' in log
     assert 'LayerDecayOptimWrapperConstructor: decay_rate=0.95, 8 blocks, 20 parameter' in log
     groups = _load_checkpoint(tmp_path / 'work' / 'iter_2.pth')['optimizer']['param_groups']
@@ -106,6 +106,6 @@ def test_toy_upernet_trains_two_iterations_with_layer_decay(tmp_path: Path) -> N
     # after 2 warm-up iterations every group keeps its layer's share of the scheduled lr
     top, first = by_name['layer_9_decay'], by_name['layer_0_decay']
     assert first['lr'] == pytest.approx(top['lr'] * 0.95 ** 9)
-    base_lr = Config.fromfile(str(CONFIGS / 'upernet_swin_t_toy.py')).optim_wrapper.optimizer.lr
+    base_lr = Config.fromfile(str(TOY_SEGMENTATION_CONFIG)).optim_wrapper.optimizer.lr
     assert first['initial_lr'] == pytest.approx(base_lr * 0.95 ** 9)
     assert by_name['layer_1_no_decay']['weight_decay'] == 0.

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from swin_backbone.runner_checkpoint import (RUNNER_CHECKPOINT_GLOBALS,
-                                             allow_runner_checkpoints, atomic_save_checkpoint,
-                                             is_complete_checkpoint, latest_complete_checkpoint)
+from swin_backbone.checkpoint.runner import (RUNNER_CHECKPOINT_GLOBALS, is_complete_checkpoint,
+                                             latest_complete_checkpoint)
+from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints, atomic_save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, str(REPO / 'tests' / 'runner_utils.py')]
@@ -41,7 +41,7 @@ def _losses(stdout: str, rank: int | None = None) -> dict[int, float]:
 _ABLATION = """
 import json, sys, torch
 sys.path.insert(0, {repo!r})
-from swin_backbone.runner_checkpoint import RUNNER_CHECKPOINT_GLOBALS as ALLOWED
+from swin_backbone.checkpoint.runner import RUNNER_CHECKPOINT_GLOBALS as ALLOWED
 loads = []
 for i in range(-1, len(ALLOWED)):
     torch.serialization.clear_safe_globals()
@@ -58,8 +58,7 @@ print(json.dumps(loads))
 def test_allow_list_is_exactly_what_a_runner_checkpoint_needs(tmp_path: Path) -> None:
     """A real Runner checkpoint loads with the allow-list, and without any one entry of it
     it does not; the only entries a fresh file does not use are the numpy 1 spellings."""
-    subprocess.run([*RUNNER, str(tmp_path), '2', '--no-allow-list'], check=True,
-                   capture_output=True)
+    subprocess.run([*RUNNER, str(tmp_path), '2'], check=True, capture_output=True)
     allow_runner_checkpoints()
     assert len(torch.load(tmp_path / 'iter_2.pth', weights_only=True)['rng_states']) == 1
     out = subprocess.run([sys.executable, '-c', _ABLATION.format(repo=str(REPO)),
@@ -112,7 +111,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path: Path) -> None:
 _WRITER = '''
 import sys, torch
 sys.path.insert(0, {repo!r})
-from swin_backbone.runner_checkpoint import atomic_save_checkpoint
+from swin_backbone.engine.runner_checkpoint import atomic_save_checkpoint
 big = {{'state_dict': {{'w': torch.randn(32, 1024, 1024)}}}}  # 128 MiB: slow to write
 for step in range(100):
     print('writing', step, flush=True)

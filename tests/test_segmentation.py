@@ -15,17 +15,19 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
+from paths import ALL_CONFIGS, REPO, TOY_SEGMENTATION_CONFIG, config
+from projects.toy_demo.toy_segmentation import CLASSES, PALETTE, make_sample
 from swin_backbone.models import SwinTransformer, SwinTransformerV2
-from swin_backbone.toy_segmentation import CLASSES, PALETTE, make_sample
 
-REPO = Path(__file__).resolve().parents[1]
-SEG_CONFIGS = sorted((REPO / 'configs').glob('upernet_swin_t*.py'))
-FULL = {'upernet_swin_t.py': SwinTransformerV2, 'upernet_swin_t_v1.py': SwinTransformer}
+SEG_CONFIGS = [p for p in ALL_CONFIGS if p.name.startswith('upernet')]
+V1 = 'upernet_swinv1-t-p4-w7_8xb2-160k_ade20k-512x512.py'
+V2_TTA = 'upernet_swinv2-t-p4-w16_8xb2-160k_ade20k-512x512_ms-flip-tta.py'
+FULL = {'upernet_swin_t.py': SwinTransformerV2, V1: SwinTransformer}
 
 
-def build_model(config: Path | str, **backbone: object) -> torch.nn.Module:
+def build_model(path: Path | str, **backbone: object) -> torch.nn.Module:
     """Build the config's model (pretrained loading off unless ``init_cfg`` is given)."""
-    cfg = Config.fromfile(str(config))
+    cfg = Config.fromfile(str(path))
     init_default_scope(cfg.default_scope)
     from mmseg.registry import MODELS
     inner = cfg.model.get('module', cfg.model)  # SegTTAModel wraps the segmentor
@@ -36,28 +38,28 @@ def build_model(config: Path | str, **backbone: object) -> torch.nn.Module:
 
 def test_the_expected_configs_exist() -> None:
     names = {p.name for p in SEG_CONFIGS}
-    assert {'upernet_swin_t.py', 'upernet_swin_t_v1.py', 'upernet_swin_t_ms-flip.py',
-            'upernet_swin_t_v1_ms-flip.py', 'upernet_swin_t_toy.py'} <= names
+    assert {'upernet_swin_t.py', V1, V2_TTA, V1.replace('.py', '_ms-flip-tta.py'),
+            TOY_SEGMENTATION_CONFIG.name} <= names
 
 
-@pytest.mark.parametrize('config', SEG_CONFIGS, ids=lambda p: p.name)
-def test_config_parses_and_model_builds_with_our_backbone(config: Path) -> None:
-    cfg = Config.fromfile(str(config))
+@pytest.mark.parametrize('path', SEG_CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_model_builds_with_our_backbone(path: Path) -> None:
+    cfg = Config.fromfile(str(path))
     assert cfg.default_scope == 'mmseg'
     assert cfg.custom_imports == dict(imports=['swin_backbone'], allow_failed_imports=False)
-    model = build_model(config)
+    model = build_model(path)
     segmentor = getattr(model, 'module', model)
     backbone = segmentor.backbone
     assert type(backbone) in (SwinTransformer, SwinTransformerV2)
     channels = [backbone.embed_dims * 2 ** i for i in range(4)]
     assert segmentor.decode_head.in_channels == channels
     assert segmentor.auxiliary_head.in_channels == channels[2]
-    expected = len(CLASSES) if 'toy' in config.name else 150
+    expected = len(CLASSES) if 'toy' in path.name else 150
     assert segmentor.decode_head.num_classes == segmentor.auxiliary_head.num_classes == expected
 
 
 def test_v2_config_states_the_issue_recipe() -> None:
-    cfg = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t.py'))
+    cfg = Config.fromfile(str(config('upernet_swin_t.py')))
     b = cfg.model.backbone
     assert (b.type, b.arch, b.window_size, b.pretrained_window_size, b.drop_path_rate) == (
         'swin_backbone.SwinTransformerV2', 'tiny', 16, 8, 0.3)
@@ -82,7 +84,7 @@ def _unscoped(value: object) -> object:
 
 
 def test_v1_config_is_mmsegs_recipe_with_official_weights() -> None:
-    ours = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t_v1.py'))
+    ours = Config.fromfile(str(config(V1)))
     import mmseg as package
     mmseg = Config.fromfile(str(
         Path(package.__file__).parent / '.mim' / 'configs' / 'swin' /
@@ -99,14 +101,14 @@ def test_v1_config_is_mmsegs_recipe_with_official_weights() -> None:
         assert _unscoped(ours.model[key]) == _unscoped(mmseg.model[key]), key
 
 
-@pytest.mark.parametrize('name', ['upernet_swin_t.py', 'upernet_swin_t_v1.py'])
+@pytest.mark.parametrize('name', ['upernet_swin_t.py', V1])
 def test_no_decay_keys_are_detections_and_hit_real_parameters(name: str) -> None:
     detection = Config.fromfile(str(REPO / 'configs' / '_base_' / 'schedules' /
                                      'swin_adamw_1x.py'))
-    cfg = Config.fromfile(str(REPO / 'configs' / name))
+    cfg = Config.fromfile(str(config(name)))
     keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
     assert keys == detection.optim_wrapper.paramwise_cfg.custom_keys
-    model = build_model(REPO / 'configs' / name)
+    model = build_model(config(name))
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     decay = {id(p): g['weight_decay'] for g in wrapper.optimizer.param_groups
              for p in g['params']}
@@ -126,7 +128,7 @@ def test_no_decay_keys_are_detections_and_hit_real_parameters(name: str) -> None
 @pytest.mark.parametrize('name', sorted(FULL))
 def test_upernet_logits_have_the_input_size_at_333x517(name: str) -> None:
     """333x517 is a multiple of neither the patch size nor any stage's window."""
-    model = build_model(REPO / 'configs' / name).eval()
+    model = build_model(config(name)).eval()
     assert type(model.backbone) is FULL[name]
     from mmseg.structures import SegDataSample
     meta = dict(img_shape=(333, 517), ori_shape=(333, 517), pad_shape=(333, 517))
@@ -139,8 +141,8 @@ def test_upernet_logits_have_the_input_size_at_333x517(name: str) -> None:
 
 
 def test_tta_config_wraps_the_single_scale_model_with_mmsegs_tta() -> None:
-    single = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t.py'))
-    tta = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t_ms-flip.py'))
+    single = Config.fromfile(str(config('upernet_swin_t.py')))
+    tta = Config.fromfile(str(config(V2_TTA)))
     assert tta.model.type == 'SegTTAModel' and tta.model.module == single.model
     aug = tta.test_dataloader.dataset.pipeline[1]
     assert aug.type == 'TestTimeAug'
@@ -158,8 +160,8 @@ def test_tta_config_runs_end_to_end_on_an_odd_size_image(tmp_path: Path) -> None
     label = cv2.resize(sample.label, (75, 53), interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(tmp_path / 'img.jpg'), image)
     cv2.imwrite(str(tmp_path / 'img.png'), label)
-    cfg = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t_ms-flip.py'))
-    model = build_model(REPO / 'configs' / 'upernet_swin_t_ms-flip.py').eval()
+    cfg = Config.fromfile(str(config(V2_TTA)))
+    model = build_model(config(V2_TTA)).eval()
     pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
     sample = pipeline(dict(img_path=str(tmp_path / 'img.jpg'), seg_map_path=str(tmp_path /
                            'img.png'), reduce_zero_label=True, seg_fields=[]))
@@ -171,7 +173,7 @@ def test_tta_config_runs_end_to_end_on_an_odd_size_image(tmp_path: Path) -> None
 
 
 def test_v2_config_loads_official_weights_through_init_weights(official_v2: Path) -> None:
-    model = build_model(REPO / 'configs' / 'upernet_swin_t.py',
+    model = build_model(config('upernet_swin_t.py'),
                         init_cfg=dict(type='Pretrained', checkpoint=str(official_v2)))
     model.init_weights()
     weights = torch.load(official_v2, map_location='cpu', weights_only=True)['model']
@@ -183,7 +185,7 @@ def test_v2_config_loads_official_weights_through_init_weights(official_v2: Path
 
 
 def test_toy_config_names_the_generators_classes_and_colours() -> None:
-    cfg = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t_toy.py'))
+    cfg = Config.fromfile(str(TOY_SEGMENTATION_CONFIG))
     for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         meta = cfg[split].dataset.metainfo
         assert tuple(meta['classes']) == CLASSES
@@ -194,7 +196,7 @@ def test_toy_config_names_the_generators_classes_and_colours() -> None:
 def test_toy_config_validates_one_image_at_a_time_at_its_own_size() -> None:
     """Images of different sizes cannot share a batch (mmseg stacks them unpadded); the
     test pipeline does not resize, so IoU is counted on the annotated pixels as they are."""
-    cfg = Config.fromfile(str(REPO / 'configs' / 'upernet_swin_t_toy.py'))
+    cfg = Config.fromfile(str(TOY_SEGMENTATION_CONFIG))
     assert cfg.val_dataloader.batch_size == cfg.test_dataloader.batch_size == 1
     steps = [t['type'] for t in cfg.test_dataloader.dataset.pipeline]
     assert steps == ['LoadImageFromFile', 'LoadAnnotations', 'PackSegInputs']

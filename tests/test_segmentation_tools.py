@@ -17,10 +17,11 @@ import cv2
 import numpy as np
 import pytest
 
-from swin_backbone.toy_segmentation import CLASSES, ToySpec, generate
+from paths import TOY_SEGMENTATION_CONFIG
+from projects.toy_demo.toy_segmentation import CLASSES, ToySpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / 'configs' / 'upernet_swin_t_toy.py'
+CONFIG = TOY_SEGMENTATION_CONFIG
 
 
 def _tool(script: str, *args: str) -> None:
@@ -31,7 +32,7 @@ def _tool(script: str, *args: str) -> None:
 
 def _demo_module():
     spec = importlib.util.spec_from_file_location(
-        'demo_segmentation', REPO / 'tools' / 'demo_segmentation.py')
+        'demo_segmentation', REPO / 'projects' / 'toy_demo' / 'demo_segmentation.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from swin_backbone.runner_checkpoint import allow_runner_checkpoints, is_complete_checkpoint
-from swin_backbone.toy_coco import generate_toy_coco
+from paths import TOY_DETECTION_CONFIG
+from projects.toy_demo.toy_coco import generate_toy_coco
+from swin_backbone.checkpoint.runner import is_complete_checkpoint
+from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / 'configs' / 'mask_rcnn_swin_t_toy.py')
+CONFIG = str(TOY_DETECTION_CONFIG)
 pytestmark = pytest.mark.slow
 
 

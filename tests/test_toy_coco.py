@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from swin_backbone.toy_coco import (CLASSES, ToyCocoSpec, _place_objects, ensure_toy_coco,
+from projects.toy_demo.toy_coco import (CLASSES, ToyCocoSpec, _place_objects, ensure_toy_coco,
                                     generate_toy_coco, shape_polygon)
 
 

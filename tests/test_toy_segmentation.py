@@ -1,4 +1,4 @@
-"""The toy segmentation generator's class design (swin_backbone/toy_segmentation.py).
+"""The toy segmentation generator's class design (projects/toy_demo/toy_segmentation.py).
 
 What the demo's claims rest on: the shape classes differ in geometry only (same colour
 distribution), the label maps are the visible parts of the drawn objects, images vary
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from swin_backbone.toy_segmentation import (
+from projects.toy_demo.toy_segmentation import (
     CLASSES, MIN_VISIBLE, SHAPE_CLASSES, TEXTURE_CLASSES, ToySample, ToySpec, generate,
     make_sample)
 

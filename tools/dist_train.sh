@@ -5,7 +5,7 @@
 #
 # Multi-node: run the same command on every node with NNODES, NODE_RANK, MASTER_ADDR
 # and PORT set (torchrun's static rendezvous). GPUs use the config's env_cfg.dist_cfg
-# (nccl); without CUDA the tools start gloo (swin_backbone/launch.py).
+# (nccl); without CUDA the tools start gloo (swin_backbone/engine/launch.py).
 set -euo pipefail
 CONFIG=$1
 NPROC=$2

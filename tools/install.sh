@@ -24,10 +24,11 @@ log() { printf '[install %4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 pin() { grep -E "^$1==" "$constraints" | head -n 1; }
 pip_install() { "$vpy" -m pip install --disable-pip-version-check -q -c "$constraints" "$@"; }
 
-inputs_hash=$(cat "$constraints" setup.cfg tools/install.sh | sha256sum | cut -c1-16)
+inputs_hash=$(cat "$constraints" setup.cfg tools/install.sh projects/toy_demo/requirements.txt \
+  | sha256sum | cut -c1-16)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$inputs_hash" && -x "$vpy" ]]; then
   log "environment up to date (.venv, inputs $inputs_hash)"
-  exec "$vpy" tools/check_env.py --quiet
+  exec "$vpy" tools/misc/check_env.py --quiet
 fi
 
 # 1. The virtualenv. A torch already importable in $PYTHON (say a CUDA build on
@@ -86,11 +87,12 @@ if ! ls "$wheel_dir"/mmcv-"${mmcv_pin#mmcv==}"-*.whl >/dev/null 2>&1; then
   log "cached $(ls "$wheel_dir"/mmcv-*.whl)"
 fi
 
-# 3. The rest of the stack, then this package (editable) with its test tools.
+# 3. The rest of the stack, then this package (editable) with its test tools, then the demos'.
 log "installing the OpenMMLab stack"
 pip_install "$wheel_dir"/mmcv-"${mmcv_pin#mmcv==}"-*.whl "$(pin mmengine)" "$(pin mmdet)" \
-  "$(pin mmsegmentation)" "$(pin pycocotools)" "$(pin ftfy)" "$(pin regex)" "$(pin matplotlib)"
+  "$(pin mmsegmentation)" "$(pin pycocotools)" "$(pin ftfy)" "$(pin regex)"
 pip_install --no-build-isolation -e ".[test]"
+pip_install -r projects/toy_demo/requirements.txt  # the demos' own dependencies
 
 # 4. Reference implementations for the parity tests, outside site-packages:
 #    timm needs torchvision, whose only wheels for this torch break imports; transformers
@@ -104,6 +106,6 @@ pip_install --no-deps --target "$venv/reference-mmpretrain" --upgrade "$(pin mmp
   "$(pin einops)" "$(pin importlib_metadata)" "$(pin zipp)" "$(pin markdown)" \
   "$(pin model-index)" "$(pin ordered-set)"
 
-"$vpy" tools/check_env.py
+"$vpy" tools/misc/check_env.py
 echo "$inputs_hash" >"$stamp"
 log "done"

@@ -29,9 +29,9 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
+import swin_backbone.engine  # noqa: E402,F401  (installs safe Runner checkpoint loading)
 from swin_backbone.cpu import accelerate_without_cuda  # noqa: E402
-from swin_backbone.launch import setup_cpu_distributed  # noqa: E402
-from swin_backbone.runner_checkpoint import allow_runner_checkpoints  # noqa: E402
+from swin_backbone.engine.launch import setup_cpu_distributed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,7 +93,6 @@ def add_output(cfg: Config, runner: Runner | None, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    allow_runner_checkpoints()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -7,9 +7,9 @@ Usage:
 
 The registry scope comes from the config's ``default_scope`` (``mmdet`` or ``mmseg``);
 ``swin_backbone`` is imported first so ``swin_backbone.SwinTransformer(V2)`` resolve.
-Runner checkpoints are written atomically and load with ``weights_only=True``
-(``swin_backbone/runner_checkpoint.py``), and carry every rank's random-generator states:
-``swin_backbone.RandomStateHook`` is appended to ``custom_hooks`` unless the config lists it,
+Importing ``swin_backbone.engine`` makes Runner checkpoints write atomically and load with
+``weights_only=True`` (``swin_backbone/engine/runner_checkpoint.py``); they also carry every
+rank's random-generator states: ``swin_backbone.RandomStateHook`` is appended to ``custom_hooks`` unless the config lists it,
 so a resumed run draws the same flips and drop-path masks as an uninterrupted one. The hook
 is added here rather than in a base config because ``custom_hooks`` is a list, which a child
 config replaces instead of merging (adding an ``EMAHook`` would silently drop it), and because
@@ -35,12 +35,11 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
+import swin_backbone.engine  # noqa: E402,F401  (installs safe, atomic Runner checkpoints)
+from swin_backbone.checkpoint.runner import latest_complete_checkpoint  # noqa: E402
 from swin_backbone.cpu import accelerate_without_cuda  # noqa: E402
-from swin_backbone.hooks import with_random_state_hook  # noqa: E402
-from swin_backbone.launch import setup_cpu_distributed  # noqa: E402
-from swin_backbone.runner_checkpoint import (allow_runner_checkpoints,  # noqa: E402
-                                             enable_atomic_checkpoints,
-                                             latest_complete_checkpoint)
+from swin_backbone.engine.hooks import with_random_state_hook  # noqa: E402
+from swin_backbone.engine.launch import setup_cpu_distributed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,8 +104,6 @@ def build_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    allow_runner_checkpoints()
-    enable_atomic_checkpoints()
     cfg = build_config(args)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -19,6 +19,7 @@ from torch import nn
 from .formats import FORMATS, Converted, checkpoint_version, convert, detect_format, \
     extract_state_dict
 from .read import CheckpointError, read_source
+from .runner import write_atomic
 
 _OUTPUT_NORM = re.compile(r'^norm\d+\.')
 _OUR_LAYOUT = re.compile(r'^(patch_embed|stages\.\d+|norm\d+)\.')
@@ -246,8 +247,7 @@ def save_atomic(obj: dict, dst: str | os.PathLike, force: bool = False,
     if file_format == 'safetensors':
         _save_safetensors(obj['state_dict'], obj.get('meta', {}), str(dst))
         return
-    from ..runner_checkpoint import atomic_save_checkpoint
-    atomic_save_checkpoint(obj, str(dst))
+    write_atomic(obj, str(dst))
 
 
 def _save_safetensors(state: dict[str, torch.Tensor], meta: dict, dst: str) -> None:

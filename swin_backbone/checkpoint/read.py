@@ -28,6 +28,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from .runner import RUNNER_CHECKPOINT_GLOBALS
+
 # Weight files of a Hugging Face folder, in the order save_pretrained prefers them.
 HF_WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin',
                    'pytorch_model.bin.index.json')
@@ -129,7 +131,6 @@ def _runner_globals() -> contextlib.AbstractContextManager:
     global state; torch 2.4 has only the process-wide list, which is extended; torch < 2.4
     has none (and a Runner checkpoint is refused by name).
     """
-    from ..runner_checkpoint import RUNNER_CHECKPOINT_GLOBALS
     scoped = getattr(torch.serialization, 'safe_globals', None)
     if scoped is not None:
         return scoped(RUNNER_CHECKPOINT_GLOBALS)

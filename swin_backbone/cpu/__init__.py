@@ -7,7 +7,7 @@ subclasses of :mod:`.modules` (oneDNN linears, recomputing training kernels, cac
 and chunked inference), in place and with the same parameters. Calls on other devices, under
 ``torch.compile``, tracing or export still run the reference code, so an accelerated model
 can be moved to a GPU or exported unchanged. ``tools/train.py``, ``tools/test.py``,
-``tools/benchmark.py`` and the demos accelerate on machines without CUDA.
+``tools/analysis_tools/benchmark.py`` and the demos accelerate on machines without CUDA.
 """
 from __future__ import annotations
 

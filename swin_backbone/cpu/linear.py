@@ -3,9 +3,9 @@
 PyTorch sends a float32 ``F.linear`` on x86 CPUs to MKL's sgemm. On the AMD EPYC (AVX-512)
 machines this project is measured on, oneDNN, which ships inside PyTorch, is 1.3x-3x
 faster for the tall, thin matmuls of a Swin backbone (tokens x 96..3072 channels); see
-``tools/benchmark.py``. :class:`OneDnnLinear` is what :func:`swin_backbone.cpu.accelerate`
-turns a backbone's ``nn.Linear`` into: same parameters and state-dict keys, only the
-library that multiplies changes:
+``tools/analysis_tools/benchmark.py``. :class:`OneDnnLinear` is what
+:func:`swin_backbone.cpu.accelerate` turns a backbone's ``nn.Linear`` into: same parameters
+and state-dict keys, only the library that multiplies changes:
 
 * without autograd (inference): ``torch.ops.mkldnn._linear_pointwise`` with the weight
   reordered once into oneDNN's blocked layout, cached until the weight changes (its
@@ -72,9 +72,9 @@ def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     On MKL for many tokens into a layer no wider than its output (``K <= N``, more than
     ``16 K`` tokens: the early stages' qkv and fc1), which reads both transposed operands in
     place; on oneDNN everywhere else (1.3-2x faster there on the AVX-512 EPYC, copy
-    included; measured per shape, see ``tools/benchmark.py``). oneDNN reads the transposed
-    x as its weight in place but copies the transposed grad, its input, into a dense
-    ``(N, tokens)`` buffer.
+    included; measured per shape, see ``tools/analysis_tools/benchmark.py``). oneDNN reads
+    the transposed x as its weight in place but copies the transposed grad, its input, into a
+    dense ``(N, tokens)`` buffer.
     """
     flat_grad = grad.reshape(-1, grad.shape[-1])
     flat_x = x.reshape(-1, x.shape[-1])

@@ -12,8 +12,8 @@ of them are cheap to recompute from tensors that are saved anyway:
 
 :func:`gelu_mlp` and :func:`window_attention` save only those and recompute the rest,
 cutting what a training step at 2x512x512 keeps for backward by 38 % (SwinV2-T: 904 MiB
-against 1469) and 25 % (Swin-T: 954 against 1276; ``tools/benchmark.py``). They run for
-float32 CPU tensors with gradients (:func:`.eager.eager_cpu_float32`); the callers
+against 1469) and 25 % (Swin-T: 954 against 1276; ``tools/analysis_tools/benchmark.py``).
+They run for float32 CPU tensors with gradients (:func:`.eager.eager_cpu_float32`); the callers
 (:mod:`.modules`) fall back to the reference modules everywhere else. Values and gradients
 equal the reference's to float32 rounding (``tests/test_cpu_layer.py``).
 """

@@ -1,7 +1,7 @@
 """Layer ids of backbone parameters for layer-wise learning-rate decay.
 
 The rule, with ``L = sum(depths)`` blocks counted through all stages (its sources and the
-choices made are in :mod:`swin_backbone.optim.layer_decay`):
+choices made are in :mod:`swin_backbone.engine.optim.layer_decay`):
 
 * ``patch_embed.*`` -> 0;
 * ``stages.{s}.blocks.{j}.*`` -> ``sum(depths[:s]) + j + 1`` (1 .. L);

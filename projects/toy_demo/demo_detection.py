@@ -1,9 +1,9 @@
 """The detection demo (``make demo``): toy data -> train -> test -> pictures and a summary.
 
-1. generates the toy shapes dataset (``swin_backbone.toy_coco``) under ``--data-root`` if
+1. generates the toy shapes dataset (``projects.toy_demo.toy_coco``) under ``--data-root`` if
    it is not there yet;
-2. trains ``configs/mask_rcnn_swin_t_toy.py`` from random initialisation through
-   ``tools/train.py`` (a subprocess; its log, with iteration progress and ETA, streams to
+2. trains ``configs/mask-rcnn_swinv2-toy-p4-w8_fpn_gn-head_2x_toy-coco-128x128.py`` (beside
+   this file) from random initialisation through ``tools/train.py`` (a subprocess; its log, with iteration progress and ETA, streams to
    the terminal);
 3. evaluates the final checkpoint through ``tools/test.py`` (mmdet's ``CocoMetric``) and
    paints a few predictions next to the ground truth; scores the same predictions with all
@@ -12,7 +12,7 @@
 5. prints the metrics, the wall time of each step and where everything is.
 
 Usage:
-    python tools/demo_detection.py [--work-dir work_dirs/demo_detection] [--fresh]
+    python projects/toy_demo/demo_detection.py [--work-dir work_dirs/demo_detection] [--fresh]
 
 A second run resumes from the work dir's newest complete checkpoint (an interrupted demo
 continues; a finished one only re-tests); ``--fresh`` deletes the work dir first.
@@ -28,19 +28,21 @@ import subprocess
 import sys
 import time
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
-from swin_backbone.runner_checkpoint import latest_complete_checkpoint  # noqa: E402
-from swin_backbone.toy_coco import ensure_toy_coco  # noqa: E402
-from swin_backbone.training_curves import plot_training_curves  # noqa: E402
+from swin_backbone.checkpoint.runner import latest_complete_checkpoint  # noqa: E402
+from projects.toy_demo.toy_coco import ensure_toy_coco  # noqa: E402
+from projects.toy_demo.training_curves import plot_training_curves  # noqa: E402
 
 TARGET = {'coco/bbox_mAP': 0.40, 'coco/segm_mAP': 0.35}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--config', default=osp.join(REPO, 'configs', 'mask_rcnn_swin_t_toy.py'))
+    parser.add_argument('--config', default=osp.join(
+        REPO, 'projects', 'toy_demo', 'configs',
+        'mask-rcnn_swinv2-toy-p4-w8_fpn_gn-head_2x_toy-coco-128x128.py'))
     parser.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'demo_detection'))
     parser.add_argument('--fresh', action='store_true', help='delete the work dir first')
     parser.add_argument('--num-vis', type=int, default=8,

@@ -1,8 +1,8 @@
 """The toy demo: a scaled-down SwinV2 Mask R-CNN trained from scratch on CPU.
 
-Inherits ``mask_rcnn_swin_t.py`` (detector, losses, AdamW with the no-decay keys, hooks)
-and changes what a 2-core CPU and the 128x128 toy shapes (``swin_backbone.toy_coco``,
-written to data/toy_coco/ by ``tools/demo_detection.py``) need:
+Inherits ``configs/detection/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py`` (detector, losses,
+AdamW with the no-decay keys, hooks) and changes what a 2-core CPU and the 128x128 toy shapes (``projects.toy_demo.toy_coco``,
+written to data/toy_coco/ by ``projects/toy_demo/demo_detection.py``) need:
 * data: 5 shape classes, 128x128 images, flips as the only augmentation;
 * model width / depth: a narrow, shallow SwinV2 (48-384 channels, window 8, random init),
   64-channel FPN and heads, RPN anchors of 16 px at stride 4 (toy objects are 12-64 px),
@@ -17,9 +17,9 @@ written to data/toy_coco/ by ``tools/demo_detection.py``) need:
   to protect) with cosine decay, validation every 8 epochs logged by iteration for the plot.
 Run it with ``make demo``.
 """
-_base_ = ['./mask_rcnn_swin_t.py']
+_base_ = ['../../../configs/detection/mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py']
 
-classes = ('circle', 'square', 'triangle', 'star', 'cross')  # swin_backbone.toy_coco.CLASSES
+classes = ('circle', 'square', 'triangle', 'star', 'cross')  # projects.toy_demo.toy_coco.CLASSES
 metainfo = dict(classes=classes,
                 palette=[(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
                          (145, 30, 180)])

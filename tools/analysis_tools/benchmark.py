@@ -1,6 +1,6 @@
 """Time our Swin V1 / V2 backbones against the peers installed here, in one process.
 
-Usage: python tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
+Usage: python tools/analysis_tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
 
 "ours" is the backbone with the CPU layer (``swin_backbone.cpu.accelerate``); "ours ...
 reference" is the same weights on the reference model alone (what runs on a GPU).
@@ -18,6 +18,7 @@ import contextlib
 import copy
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +27,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from swin_backbone import SwinTransformer, SwinTransformerV2
-from swin_backbone.checkpoint import load_pretrained
-from swin_backbone.cpu import accelerate
-from swin_backbone.reference import (max_abs_diffs, mmdet_swin_from_official,
-                                     timm_stage_outputs, timm_swin_from_official)
-from swin_backbone.synthetic import save_official
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / 'tests')]  # reference.py, synthetic.py: test scaffolding
+
+from reference import (max_abs_diffs, mmdet_swin_from_official,  # noqa: E402
+                       timm_stage_outputs, timm_swin_from_official)
+from synthetic import save_official  # noqa: E402
+
+from swin_backbone import SwinTransformer, SwinTransformerV2  # noqa: E402
+from swin_backbone.checkpoint import load_pretrained  # noqa: E402
+from swin_backbone.cpu import accelerate  # noqa: E402
 
 PARITY_TOL = 1e-4
 
@@ -293,7 +298,8 @@ def main() -> None:
     repeats = 2 if args.quick else args.repeats
     lines = [f'Machine: {cpu_name()}, '
              f'{torch.get_num_threads()} threads, torch {torch.__version__}. '
-             f'Command: `python tools/benchmark.py{" --quick" if args.quick else ""}`.', '']
+             'Command: `python tools/analysis_tools/benchmark.py'
+             f'{" --quick" if args.quick else ""}`.', '']
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = Path(tmp)
         # timm fixes its windows from img_size and is only faithful at window multiples

@@ -5,11 +5,11 @@ Reproduces ``swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512`
 44.51 / 45.81) with our backbone and the official ImageNet-1K Swin-T weights, which
 our loader converts (mmseg's own config needs a pre-converted copy). Everything else,
 including the 8 GPUs x 2 images batch, is the base's. Multi-scale + flip test:
-``configs/upernet_swin_t_v1_ms-flip.py``.
+``configs/segmentation/upernet_swinv1-t-p4-w7_8xb2-160k_ade20k-512x512_ms-flip-tta.py``.
 """
 _base_ = [
     'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    '_base_/swin_no_decay.py',
+    '../_base_/swin_no_decay.py',
 ]
 
 custom_imports = dict(imports=['swin_backbone'], allow_failed_imports=False)

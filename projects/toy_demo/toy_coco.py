@@ -292,5 +292,5 @@ def ensure_toy_coco(root: str, num_train: int = 400, num_val: int = 100,
         return files, False
     if osp.exists(root) and os.listdir(root) and not _generated_here(root):
         raise FileExistsError(f'{root} exists and is not a toy dataset written by '
-                              f'swin_backbone.toy_coco; move it away or pick another root')
+                              f'projects.toy_demo.toy_coco; move it away or pick another root')
     return generate_toy_coco(root, num_train, num_val, spec, seed), True

@@ -36,7 +36,7 @@ device's generator in each checkpoint, and puts them back when training resumes 
   checkpoint (``CheckpointHook(by_epoch=False)``) reruns that whole epoch in mmengine.
 
 Everything is stored as tensors, ints, floats and tuples, so checkpoints still load with
-``torch.load(weights_only=True)`` and ``runner_checkpoint``'s allow-list, without new globals.
+``torch.load(weights_only=True)`` and ``RUNNER_CHECKPOINT_GLOBALS``, without new globals.
 ``tools/train.py`` adds the hook to every run (:func:`with_random_state_hook`).
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ from mmengine.dist import get_comm_device, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import IterBasedTrainLoop
 
-from .registry import HOOKS
+from ..registry import HOOKS
 
 __all__ = ['RandomStateHook', 'get_rng_state', 'set_rng_state', 'with_random_state_hook']
 

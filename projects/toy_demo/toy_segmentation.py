@@ -19,7 +19,7 @@ The classes are designed so that most of them can only be told apart by geometry
   with a two-colour pattern; both colours are random, so the pattern, not the hue,
   names the class.
 * four shape classes, ``circle``, ``square``, ``triangle``, ``star`` (the outlines of
-  ``swin_backbone.toy_coco``): flat fills with a gentle gradient, 10-28 px circumradius,
+  ``projects.toy_demo.toy_coco``): flat fills with a gentle gradient, 10-28 px circumradius,
   random rotation and aspect stretch. Class, size, placement and colour are drawn
   independently, so every shape class has the same colour distribution; only the
   outline tells them apart. Shapes are painted after the textures and occlude them and
@@ -41,7 +41,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from swin_backbone.toy_coco import shape_polygon
+from .toy_coco import shape_polygon
 
 TEXTURE_CLASSES: tuple[str, ...] = ('stripes', 'checker')
 SHAPE_CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'star')
@@ -282,7 +282,7 @@ def generate(root: str | Path, spec: ToySpec = ToySpec()) -> Path:
 
 
 def main() -> None:
-    """CLI: ``python -m swin_backbone.toy_segmentation data/toy_seg [--num-train N]``."""
+    """CLI: ``python -m projects.toy_demo.toy_segmentation data/toy_seg [--num-train N]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('root', help='output folder, e.g. data/toy_seg')
     defaults = ToySpec()

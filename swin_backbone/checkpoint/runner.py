@@ -1,43 +1,38 @@
-"""Checkpoints of the mmengine ``Runner``: safe to load, safe to write, safe to resume from.
+"""mmengine Runner checkpoint files: what they pickle, how to write one whole, which is whole.
 
-Three problems with mmengine 0.10.7 under torch >= 2.6, each solved here without turning
-off ``weights_only`` (a pickle checkpoint loaded with ``weights_only=False`` can run any
-code on the user's machine):
+Pure functions and data, no global state (the mmengine integration that installs them for a
+run is :mod:`swin_backbone.engine.runner_checkpoint`):
 
-* **Loading.** mmengine calls ``torch.load(f, map_location=...)``; since torch 2.6 that
-  means ``weights_only=True``, whose unpickler refuses the few non-tensor types a Runner
-  checkpoint holds: ``HistoryBuffer`` objects and numpy arrays / scalars in
-  ``message_hub``, and ``builtins.getattr`` (how pickle spells the statistics functions
-  a ``HistoryBuffer`` carries). :func:`allow_runner_checkpoints` allow-lists the first two
-  and pickles ``HistoryBuffer`` without the functions, so ``getattr`` is never needed (found
-  by saving a real Runner checkpoint and asking
+* :data:`RUNNER_CHECKPOINT_GLOBALS`: the few non-tensor types a Runner checkpoint holds
+  beyond what ``torch.load(weights_only=True)`` accepts: ``HistoryBuffer`` objects and numpy
+  arrays / scalars in ``message_hub``. A ``HistoryBuffer`` pickled by mmengine also names
+  ``builtins.getattr`` (the statistics functions it carries); pickled through
+  :func:`reduce_history_buffer` it does not, so ``getattr`` never needs allowing (found by
+  saving a real Runner checkpoint and asking
   ``torch.serialization.get_unsafe_globals_in_checkpoint``; ``tests/test_runner_checkpoint.py``
   re-checks the list against fresh checkpoints).
-* **Writing.** mmengine's ``LocalBackend.put`` opens the final file name and writes into
-  it, so a process killed mid-write leaves a truncated ``iter_N.pth``.
-  :func:`enable_atomic_checkpoints` routes the Runner's saves through
-  :func:`atomic_save_checkpoint`: write ``<name>.tmp-<pid>``, fsync, ``os.replace``.
-* **Resuming.** ``--resume`` without a path trusts the ``last_checkpoint`` text file;
-  :func:`latest_complete_checkpoint` instead picks the newest checkpoint in the work dir
-  that is a complete file.
+* :func:`write_atomic`: write ``<name>.tmp-<pid>``, fsync, ``os.replace``, so a process killed
+  mid-write never leaves a truncated ``iter_N.pth`` (mmengine's ``LocalBackend.put`` writes
+  into the final name).
+* :func:`latest_complete_checkpoint`: the checkpoint to resume from, checked to be a whole
+  file rather than trusted from the ``last_checkpoint`` text file.
 """
 from __future__ import annotations
 
-import copyreg
 import importlib
 import io
 import os
 import os.path as osp
 import re
 import zipfile
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
-__all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'allow_runner_checkpoints', 'atomic_save_checkpoint',
-           'enable_atomic_checkpoints', 'is_complete_checkpoint', 'latest_complete_checkpoint']
+__all__ = ['RUNNER_CHECKPOINT_GLOBALS', 'is_complete_checkpoint', 'latest_complete_checkpoint',
+           'reduce_history_buffer', 'write_atomic']
 
 
 def _numpy_globals() -> list[Any]:
@@ -63,11 +58,11 @@ def _numpy_globals() -> list[Any]:
 
 
 #: Every global a Runner checkpoint needs besides torch's defaults (with
-#: :func:`_reduce_history_buffer` registered when it was saved).
+#: :func:`reduce_history_buffer` registered when it was saved).
 RUNNER_CHECKPOINT_GLOBALS: list[Any] = [HistoryBuffer, *_numpy_globals()]
 
 
-def _reduce_history_buffer(buffer: HistoryBuffer) -> tuple:
+def reduce_history_buffer(buffer: HistoryBuffer) -> tuple:
     """Pickle a ``HistoryBuffer`` as ``HistoryBuffer(log_history, count_history, max_length)``.
 
     mmengine's own ``__getstate__`` also stores the class-wide table of statistics
@@ -79,32 +74,13 @@ def _reduce_history_buffer(buffer: HistoryBuffer) -> tuple:
     return HistoryBuffer, (buffer._log_history, buffer._count_history, buffer.max_length)
 
 
-def allow_runner_checkpoints() -> None:
-    """Make Runner checkpoints save and load under ``torch.load(weights_only=True)``.
+def write_atomic(checkpoint: dict, filename: str) -> None:
+    """``torch.save`` ``checkpoint`` to the local path ``filename``, never leaving a partial file.
 
-    Allow-lists :data:`RUNNER_CHECKPOINT_GLOBALS` and registers :func:`_reduce_history_buffer`
-    with ``copyreg`` (for the checkpoints this process saves). Idempotent; the allow-list is
-    skipped on torch < 2.4, which has none (and loads with ``weights_only=False`` before 2.6).
+    Written to ``<filename>.tmp-<pid>``, flushed to disk, then renamed over ``filename``
+    (``os.replace`` is atomic on POSIX and Windows): a reader, or a resume after SIGKILL, sees
+    either the old file or the complete new one.
     """
-    copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
-    add = getattr(torch.serialization, 'add_safe_globals', None)
-    if add is not None:
-        add(RUNNER_CHECKPOINT_GLOBALS)
-
-
-def atomic_save_checkpoint(checkpoint: dict, filename: str, file_client_args: Any = None,
-                           backend_args: Any = None) -> None:
-    """Save like ``mmengine.runner.save_checkpoint``, but never leave a partial file behind.
-
-    Local paths are written to ``<filename>.tmp-<pid>``, flushed to disk, then renamed over
-    ``filename`` (``os.replace`` is atomic on POSIX and Windows): a reader, or a resume after
-    SIGKILL, sees either the old file or the complete new one. Other backends (``s3://``,
-    ``pavi://``) go to mmengine unchanged.
-    """
-    if file_client_args is not None or backend_args is not None or '://' in filename:
-        _MMENGINE_SAVE(checkpoint, filename, file_client_args=file_client_args,
-                       backend_args=backend_args)
-        return
     os.makedirs(osp.dirname(osp.abspath(filename)), exist_ok=True)
     tmp = f'{filename}.tmp-{os.getpid()}'
     buffer = io.BytesIO()
@@ -118,29 +94,6 @@ def atomic_save_checkpoint(checkpoint: dict, filename: str, file_client_args: An
     finally:
         if osp.exists(tmp):
             os.remove(tmp)
-
-
-def _mmengine_save() -> Callable[..., None]:
-    from mmengine.runner import checkpoint as mm_checkpoint
-    return mm_checkpoint.save_checkpoint
-
-
-_MMENGINE_SAVE = _mmengine_save()
-
-
-def enable_atomic_checkpoints() -> None:
-    """Make every checkpoint the Runner and its hooks save go through
-    :func:`atomic_save_checkpoint`.
-
-    mmengine imports ``save_checkpoint`` by name into ``mmengine.runner`` and
-    ``mmengine.runner.runner`` (``Runner.save_checkpoint``) and ``CheckpointHook`` imports it
-    from ``mmengine.runner`` when publishing, so the name is replaced in those modules.
-    """
-    import mmengine.runner as mm_runner_pkg
-    from mmengine.runner import checkpoint as mm_checkpoint
-    from mmengine.runner import runner as mm_runner
-    for module in (mm_runner_pkg, mm_checkpoint, mm_runner):
-        module.save_checkpoint = atomic_save_checkpoint
 
 
 def is_complete_checkpoint(path: str) -> bool:

@@ -53,9 +53,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
-from ..models import SwinTransformer
-from ..models.layer_depth import get_layer_id  # noqa: F401  (the rule's home, re-exported)
-from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ...models import SwinTransformer
+from ...models.layer_depth import get_layer_id  # noqa: F401  (the rule's home, re-exported)
+from ...registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 def find_swin_backbone(model: nn.Module) -> tuple[str, SwinTransformer]:
     """``(prefix, backbone)``: the model itself (prefix ``''``) or its ``.backbone``.

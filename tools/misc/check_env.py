@@ -1,6 +1,6 @@
 """Print the versions of the stack swin_backbone runs on; exit 1 with a fix if it is broken.
 
-Usage: python tools/check_env.py [--quiet]
+Usage: python tools/misc/check_env.py [--quiet]
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIX = 'run `make install` (or `bash tools/install.sh`) from the repository root'
 
 

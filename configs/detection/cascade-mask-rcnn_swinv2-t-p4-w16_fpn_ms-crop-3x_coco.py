@@ -10,7 +10,8 @@
 # Detection), the Cascade recipe behind Swin V1's numbers.
 # * framework: Cascade Mask R-CNN in MMDetection ............................... paper
 # * SwinV2-T, ImageNet-1K weights at 256 / window 8, fine-tuned at window 16 ... paper
-#   (inherited: mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py -> mask_rcnn_swin_t.py)
+#   (inherited: mask-rcnn_swinv2-t-p4-w16_fpn_ms-crop-3x_coco.py ->
+#   mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py)
 # * 3x schedule (36 epochs, lr x0.1 at 27 and 33) .................. paper (3x); steps:
 #   mmdet Swin 3x / Swin V1 release (inherited)
 # * multi-scale training, shorter side 480-800, long side <= 1333, plus the

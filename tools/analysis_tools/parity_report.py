@@ -1,19 +1,23 @@
 """Print ours vs timm (V1, V2) and mmdet (V1) per output stage, same generated weights.
 
-Usage: python tools/parity_report.py
+Usage: python tools/analysis_tools/parity_report.py
 
 The checks of tests/test_parity.py, as a table: max |ours - reference| per stage, in fp32 and
 fp64, before the output norms (which the references do not have).
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from swin_backbone.reference import parity_with_mmdet, parity_with_timm
-from swin_backbone.synthetic import save_official
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / 'tests')]  # reference.py, synthetic.py: test scaffolding
+
+from reference import parity_with_mmdet, parity_with_timm  # noqa: E402
+from synthetic import save_official  # noqa: E402
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 # SwinV2-T (window 16) Mask R-CNN, 3x schedule with the multi-scale + random-crop training
 # augmentation of MMDetection's Swin 3x recipe (from DETR / Sparse R-CNN): 36 epochs,
 # lr steps at 27 and 33. Only the training pipeline and the schedule differ from
-# mask_rcnn_swin_t.py.
-_base_ = './mask_rcnn_swin_t.py'
+# mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py.
+_base_ = './mask-rcnn_swinv2-t-p4-w16_fpn_1x_coco.py'
 
 _scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333), (640, 1333),
            (672, 1333), (704, 1333), (736, 1333), (768, 1333), (800, 1333)]

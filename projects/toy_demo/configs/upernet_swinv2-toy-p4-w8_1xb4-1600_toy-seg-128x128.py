@@ -1,7 +1,7 @@
 """The toy demo: a scaled-down SwinV2 + UPerNet trained from scratch on CPU.
 
-Inherits ``upernet_swin_t.py`` (model type, heads, no-decay keys, hooks) and changes what
-a 2-core CPU and the toy set of ``swin_backbone.toy_segmentation`` need: a narrow, shallow
+Inherits ``configs/segmentation/upernet_swinv2-t-p4-w16_8xb2-160k_ade20k-512x512.py`` (model
+type, heads, no-decay keys, hooks) and changes what a 2-core CPU and the toy set of ``projects.toy_demo.toy_segmentation`` need: a narrow, shallow
 SwinV2 (32-256 channels, window 8, random init, no drop-path), narrow heads, 6 classes
 (background is ADE20K's 'other', label 0, ignored), cross-entropy plus a Lovasz-softmax
 term in the decode head, training at the images' own scale (0.75-1.25x, 128x128 crops,
@@ -11,9 +11,9 @@ and any ADE20K-layout folder with images of different sizes validates), and a sh
 schedule: batch 4, AdamW lr 2e-3 (fused), 100 warm-up iterations, then poly.
 What was measured on the way: docs/segmentation.md. Run it with ``make demo-seg``.
 """
-_base_ = ['./upernet_swin_t.py']
+_base_ = ['../../../configs/segmentation/upernet_swinv2-t-p4-w16_8xb2-160k_ade20k-512x512.py']
 
-# Class names and colours of swin_backbone.toy_segmentation (a test checks they agree).
+# Class names and colours of projects.toy_demo.toy_segmentation (a test checks they agree).
 classes = ('stripes', 'checker', 'circle', 'square', 'triangle', 'star')
 palette = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180],
            [255, 225, 25]]

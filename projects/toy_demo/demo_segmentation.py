@@ -6,7 +6,7 @@ then reads what mmengine logged and prints a summary. Everything lands in the wo
 | prediction, painted by mmseg's ``SegLocalVisualizer`` through ``--show-dir``),
 ``summary.json``, the checkpoint and the logs.
 
-Usage: python tools/demo_segmentation.py [--work-dir work_dirs/demo_seg]
+Usage: python projects/toy_demo/demo_segmentation.py [--work-dir work_dirs/demo_seg]
                                          [--data-root data/toy_seg] [--seed 0]
                                          [--data-seed 0] [--config CONFIG]
                                          [--cfg-options ...]
@@ -24,13 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from swin_backbone.toy_segmentation import SHAPE_CLASSES, ToySpec, generate  # noqa: E402
-from swin_backbone.training_curves import plot_training_curves  # noqa: E402
+from projects.toy_demo.toy_segmentation import SHAPE_CLASSES, ToySpec, generate  # noqa: E402
+from projects.toy_demo.training_curves import plot_training_curves  # noqa: E402
 
-CONFIG = REPO / 'configs' / 'upernet_swin_t_toy.py'
+CONFIG = Path(__file__).parent / 'configs' / 'upernet_swinv2-toy-p4-w8_1xb4-1600_toy-seg-128x128.py'
 # Targets in percent, as mmseg's IoUMetric reports them (docs/segmentation.md).
 TARGETS = dict(shapes=60.0, objects=70.0, every_object_class=40.0)
 BACKGROUND = 'background'

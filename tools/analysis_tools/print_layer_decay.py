@@ -1,7 +1,7 @@
 """Print the per-layer learning rates that a config's layer-wise lr decay produces.
 
 Usage:
-    python tools/print_layer_decay.py CONFIG [--cfg-options KEY=VALUE ...]
+    python tools/analysis_tools/print_layer_decay.py CONFIG [--cfg-options KEY=VALUE ...]
 
 Builds the config's model (no pre-trained weights are loaded) and runs
 ``swin_backbone.LayerDecayOptimWrapperConstructor`` on it with the config's
@@ -16,15 +16,15 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.registry import MODELS, init_default_scope  # noqa: E402
 from mmengine.utils import import_modules_from_strings  # noqa: E402
 
-import swin_backbone  # noqa: E402,F401  (registers the backbones and the constructor)
-from swin_backbone.optim import format_layer_decay_table  # noqa: E402
+import swin_backbone  # noqa: E402,F401  (registers the backbones)
+from swin_backbone.engine.optim import format_layer_decay_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

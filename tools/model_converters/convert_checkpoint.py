@@ -1,7 +1,7 @@
 """Convert a Swin checkpoint of any supported layout to swin_backbone keys.
 
-Usage: python tools/convert_checkpoint.py SRC DST [--from FORMAT] [--to pth|safetensors]
-       [--force] [--num-stages N]
+Usage: python tools/model_converters/convert_checkpoint.py SRC DST [--from FORMAT]
+       [--to pth|safetensors] [--force] [--num-stages N]
 
 SRC may be a file (``.pth``, ``.bin``, ``.safetensors``, a sharded ``*.index.json``), a
 Hugging Face folder (``config.json`` and weights) or an http(s) URL; its layout (official,

@@ -1,4 +1,4 @@
-"""Independent implementations to check ours against (tests and tools/benchmark.py only).
+"""Independent implementations to check ours against (tests and tools/analysis_tools only).
 
 timm needs torchvision, and the only torchvision wheels for this torch are CUDA builds
 whose op registrations fail to import next to a CPU torch (FACTS.md). tools/install.sh

@@ -1,6 +1,6 @@
 """Time this tree's backbones against those of another commit, interleaved in one process.
 
-Usage: python tools/benchmark_against_commit.py COMMIT [--repeats 7] [--reference]
+Usage: python tools/analysis_tools/benchmark_against_commit.py COMMIT [--repeats 7] [--reference]
 
 The package of ``COMMIT`` is extracted with ``git archive`` into a temporary folder as
 ``swin_backbone_at_<commit>`` (its registry scope renamed likewise, so both register), both
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'tools'))
+sys.path.insert(0, str(REPO / 'tools' / 'analysis_tools'))
 
 from benchmark import cpu_name, inference_fn, interleaved, train_step_fn, Backbone  # noqa: E402
 from swin_backbone import SwinTransformer, SwinTransformerV2  # noqa: E402
