@@ -108,8 +108,8 @@ def timm_stage_outputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Te
 
 
 def _ours_without_output_norms(version: int, checkpoint: str, **kwargs) -> torch.nn.Module:
-    from .checkpoint import load_pretrained
-    from .models import SwinTransformer, SwinTransformerV2
+    from swin_backbone.checkpoint import load_pretrained
+    from swin_backbone.models import SwinTransformer, SwinTransformerV2
     model = (SwinTransformerV2 if version == 2 else SwinTransformer)(drop_path_rate=0., **kwargs)
     load_pretrained(model, checkpoint)
     for i in model.out_indices:

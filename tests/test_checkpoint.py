@@ -150,8 +150,8 @@ def test_format_detection_and_head_and_buffer_dropping(official_v2):
 
 def test_convert_checkpoint_cli_never_overwrites_without_force(official_v2, tmp_path):
     dst = tmp_path / 'converted.pth'
-    cli = [sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), str(official_v2),
-           str(dst)]
+    cli = [sys.executable, str(REPO / 'tools' / 'model_converters' / 'convert_checkpoint.py'),
+           str(official_v2), str(dst)]
     subprocess.run(cli, check=True, capture_output=True)
     saved = dst.read_bytes()
     model = SwinTransformerV2()

@@ -296,7 +296,8 @@ def test_urls_to_safetensors_and_pickles_load_through_the_hub_cache(http_root, r
 
 
 def _convert_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / 'tools' / 'convert_checkpoint.py'), *args],
+    cli = REPO / 'tools' / 'model_converters' / 'convert_checkpoint.py'
+    return subprocess.run([sys.executable, str(cli), *args],
                           capture_output=True, text=True, cwd=REPO)
 
 

@@ -40,6 +40,7 @@ from swin_backbone.checkpoint.runner import latest_complete_checkpoint  # noqa: 
 from swin_backbone.cpu import accelerate_without_cuda  # noqa: E402
 from swin_backbone.engine.hooks import with_random_state_hook  # noqa: E402
 from swin_backbone.engine.launch import setup_cpu_distributed  # noqa: E402
+from swin_backbone.engine.zero import with_consolidate_hook  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,6 +76,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cfg.custom_hooks = with_random_state_hook(cfg.get('custom_hooks'))
+    cfg.custom_hooks = with_consolidate_hook(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -102,15 +104,19 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def build_runner(args: argparse.Namespace) -> Runner:
+    """The Runner this command line trains (process group started, CPU layer applied)."""
     cfg = build_config(args)
     setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if not args.reference_model and accelerate_without_cuda(runner.model):
         runner.logger.info('no CUDA: the Swin backbone runs on the CPU kernels of '
                            'swin_backbone.cpu (--reference-model turns them off)')
-    runner.train()
+    return runner
+
+
+def main(argv: list[str] | None = None) -> None:
+    build_runner(parse_args(argv)).train()
 
 
 if __name__ == '__main__':

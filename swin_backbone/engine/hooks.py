@@ -53,6 +53,7 @@ from mmengine.hooks import CheckpointHook, Hook
 from mmengine.runner import IterBasedTrainLoop
 
 from ..registry import HOOKS
+from .save_points import checkpoint_hooks, saves_after_epoch, saves_after_iter, saves_after_val
 
 __all__ = ['RandomStateHook', 'get_rng_state', 'set_rng_state', 'with_random_state_hook']
 
@@ -166,8 +167,7 @@ class RandomStateHook(Hook):
                         checkpoint.get('rng_states'))
 
     def before_train(self, runner) -> None:
-        self._checkpoint_hooks = [hook for hook in runner.hooks
-                                  if isinstance(hook, CheckpointHook)]
+        self._checkpoint_hooks = checkpoint_hooks(runner)
         if self._loaded is None:
             return
         (at_iter, states), self._loaded = self._loaded, None
@@ -190,15 +190,13 @@ class RandomStateHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
-        self._capture(gather=any(_saves_after_iter(hook, runner)
-                                 for hook in self._checkpoint_hooks))
+        self._capture(gather=saves_after_iter(self._checkpoint_hooks, runner))
 
     def after_train_epoch(self, runner) -> None:
-        self._capture(gather=any(_saves_after_epoch(hook, runner)
-                                 for hook in self._checkpoint_hooks))
+        self._capture(gather=saves_after_epoch(self._checkpoint_hooks, runner))
 
     def before_val(self, runner) -> None:
-        if any(hook.save_best for hook in self._checkpoint_hooks):
+        if saves_after_val(self._checkpoint_hooks):
             self._capture(gather=True)  # for the saves in CheckpointHook.after_val_epoch
         self._before_val = get_rng_state()
 
@@ -218,20 +216,6 @@ class RandomStateHook(Hook):
             self._states, self._in_flight = _all_gather_states(state)
         else:
             self._states = [state]
-
-
-def _saves_after_iter(hook: CheckpointHook, runner) -> bool:
-    """Whether ``hook.after_train_iter`` saves at this iteration (mmengine 0.10.7's test)."""
-    return not hook.by_epoch and (
-        hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
-        or (hook.save_last and hook.is_last_train_iter(runner)))
-
-
-def _saves_after_epoch(hook: CheckpointHook, runner) -> bool:
-    """Whether ``hook.after_train_epoch`` saves at this epoch (mmengine 0.10.7's test)."""
-    return hook.by_epoch and (
-        hook.every_n_epochs(runner, hook.interval, hook.save_begin)
-        or (hook.save_last and hook.is_last_train_epoch(runner)))
 
 
 def with_random_state_hook(custom_hooks: list[dict] | None) -> list[dict]:
