@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,9 @@ from synthetic import save_official  # noqa: E402
 from swin_backbone import SwinTransformer, SwinTransformerV2  # noqa: E402
 from swin_backbone.checkpoint import load_pretrained  # noqa: E402
 from swin_backbone.cpu import accelerate  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import ceiling_share, cpu_model, isa_flags, machine_table  # noqa: E402
 
 PARITY_TOL = 1e-4
 
@@ -80,14 +82,8 @@ def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Bac
 
 
 def cpu_name() -> str:
-    """The CPU model from ``/proc/cpuinfo`` (with AMX or not), else what ``platform`` says."""
-    try:
-        info = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(':', 1)[1].strip() for line in info.splitlines()
-                 if line.startswith('model name')), platform.machine())
-    return f'{name} ({"AMX" if " amx_tile" in info else "no AMX"})'
+    """The CPU model, with AMX or not."""
+    return f'{cpu_model()} ({"AMX" if isa_flags()["AMX"] else "no AMX"})'
 
 
 def check_parity(groups: dict[int, list[Backbone]], size: tuple[int, int]) -> list[str]:
@@ -158,15 +154,30 @@ def train_step_fn(backbone: Backbone, x: torch.Tensor) -> Callable[[], torch.Ten
 
 
 def summarise(title: str, times: dict[str, list[float]], ours: str,
-              extra: dict[str, str] | None = None) -> list[str]:
+              extra: dict[str, str] | None = None,
+              work: tuple[float, float] | None = None) -> list[str]:
+    """Table rows; ``work`` = (GMACs of the computation, the ceiling in GFLOP/s) adds each
+    median's share of the ceiling (every model computes the same multiply-adds)."""
     base = statistics.median(times[ours])
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
         ratio = f'{med / base:.2f}x' if name != ours else '1.00x'
+        share = f'{100 * ceiling_share(work[0], med, work[1]):.0f} %' if work else ''
         rows.append(f'| {title} | {name} | {med * 1000:.0f} | {min(ts) * 1000:.0f}-'
-                    f'{max(ts) * 1000:.0f} | {ratio} | {(extra or {}).get(name, "")} |')
+                    f'{max(ts) * 1000:.0f} | {ratio} | {share} | {(extra or {}).get(name, "")} |')
     return rows
+
+
+def forward_gmacs(module: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Multiply-adds of one forward (mmengine.analysis, with the attention handle)."""
+    from mmengine.analysis import FlopAnalyzer
+
+    from swin_backbone.engine.flops import SDPA_OP, sdpa_flop_jit
+    analyzer = FlopAnalyzer(module, (torch.randn(*shape),)).set_op_handle(SDPA_OP, sdpa_flop_jit)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        return analyzer.total() / 1e9
 
 
 def bf16_against_fp32(groups: dict[int, list[Backbone]], size: tuple[int, int],
@@ -300,6 +311,9 @@ def main() -> None:
              f'{torch.get_num_threads()} threads, torch {torch.__version__}. '
              'Command: `python tools/analysis_tools/benchmark.py'
              f'{" --quick" if args.quick else ""}`.', '']
+    machine, ceilings = machine_table(repeats=3 if args.quick else 5)
+    lines += ['## The machine: GEMM ceilings and a Swin-T\'s real GEMMs at 800x1344', '',
+              *machine, '']
     with tempfile.TemporaryDirectory() as tmp:
         ckpt_dir = Path(tmp)
         # timm fixes its windows from img_size and is only faithful at window multiples
@@ -315,24 +329,32 @@ def main() -> None:
         small = build_backbones(ckpt_dir, (512, 512))
         lines += check_parity({2: small[2]}, (512, 512))
 
-        lines += ['', '## Speed (median ms, min-max, time over ours)', '',
-                  '| case | model | median ms | spread | vs ours | note |', '|---|---|---|---|---|---|']
+        lines += ['', '## Speed (median ms, min-max, time over ours, share of the GEMM ceiling '
+                  'of its dtype for the multiply-adds computed)', '',
+                  '| case | model | median ms | spread | vs ours | share of ceiling | note |',
+                  '|---|---|---|---|---|---|---|']
         for size in ([(800, 1344)] if args.quick else [(512, 512), (800, 1344)]):
             peers = build_backbones(ckpt_dir, size) if size != (800, 1344) else groups
             x = torch.randn(1, 3, *size)
+            gmacs = {v: forward_gmacs(peers[v][0].module, (1, 3, *size)) for v in (2, 1)}
             for bf16 in (False, True):
                 for version in (2, 1):
                     fns = {b.name: inference_fn(b, x, bf16) for b in peers[version]}
                     title = f'V{version} forward {size[0]}x{size[1]} {"bf16" if bf16 else "fp32"}'
-                    lines += summarise(title, interleaved(fns, repeats), f'ours V{version}')
+                    work = (gmacs[version], ceilings['bf16' if bf16 else 'fp32'])
+                    lines += summarise(title, interleaved(fns, repeats), f'ours V{version}',
+                                       work=work)
         train_groups = build_backbones(ckpt_dir, (512, 512))
         x = torch.randn(2, 3, 512, 512)
         for version in (2, 1):
             fns = {b.name: train_step_fn(b, x) for b in train_groups[version]}
             memory = {b.name: f'{saved_activation_bytes(fns[b.name]) / 2**20:.0f} MiB saved for '
                       'backward' for b in train_groups[version]}
+            # backward ~ twice the forward's multiply-adds (input and weight gradients)
+            work = (3 * forward_gmacs(train_groups[version][0].module, (2, 3, 512, 512)),
+                    ceilings['fp32'])
             lines += summarise(f'V{version} train step 2x512x512 fp32',
-                               interleaved(fns, repeats), f'ours V{version}', memory)
+                               interleaved(fns, repeats), f'ours V{version}', memory, work)
         lines += mask_rcnn(ckpt_dir, repeats)
         lines += ['', '## bf16 autocast against our fp32 (forward, batch 1; error per stage)',
                   '', '| model | input | fp32 ms | bf16 ms | speed-up | max abs diff / fp32 std |',
