@@ -147,6 +147,10 @@ import swin_backbone.engine
 assert state() != before, 'swin_backbone.engine installed nothing'
 '''
     subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
+    # Nor does it import the Runner, the engine or the demos' OpenCV.
+    light = ('import sys, swin_backbone; loaded = [m for m in ("mmengine.runner", '
+             '"swin_backbone.engine", "cv2") if m in sys.modules]; assert not loaded, loaded')
+    subprocess.run([sys.executable, '-c', light], check=True, cwd=REPO)
 
 
 def test_engine_teaches_mmengines_flop_counter_attention():

@@ -19,9 +19,10 @@ Importing it installs:
   (:mod:`.flops`), which mmdet's ``get_flops.py`` otherwise counts as zero.
 
 Its modules are what configs and tools name at the Runner level: :mod:`.hooks`
-(``RandomStateHook``), :mod:`.optim` (``LayerDecayOptimWrapperConstructor``), :mod:`.launch`
-(CPU ``torchrun``). A config naming ``swin_backbone.RandomStateHook`` or our constructor
-imports them through the registry, and with them this package: the safety comes with them.
+(``RandomStateHook``), :mod:`.optim` (``LayerDecayOptimWrapperConstructor``), :mod:`.zero`
+(ZeRO-1: ``ZeroRedundancyOptimizer``, ``ConsolidateOptimizerHook``), :mod:`.fsdp` (an FSDP
+auto-wrap policy), :mod:`.launch` (CPU ``torchrun``). A config naming one of them imports it
+through the registry, and with it this package: the safety comes with them.
 """
 from .flops import count_attention_flops
 from .runner_checkpoint import allow_runner_checkpoints, enable_atomic_checkpoints
