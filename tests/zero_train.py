@@ -22,13 +22,19 @@ from train import build_runner, parse_args  # noqa: E402
 from swin_backbone.engine.zero import ZeroRedundancyOptimizer  # noqa: E402
 
 
+def _say(line: str) -> None:
+    """One write per line: the ranks of a torchrun share stdout (``print`` writes the text and
+    the newline separately, and another rank's log line can land between them)."""
+    sys.stdout.write(line + '\n')
+    sys.stdout.flush()
+
+
 class _ReportLoss(Hook):
     priority = 'VERY_HIGH'
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         loss = sum(v.item() for k, v in outputs.items() if 'loss' in k)
-        sys.stdout.write(f'rank{dist.get_rank()} loss {runner.iter + 1} {loss!r}\n')
-        sys.stdout.flush()
+        _say(f'rank{dist.get_rank()} loss {runner.iter + 1} {loss!r}')
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -42,13 +48,13 @@ def main() -> None:
     runner.register_hook(_ReportLoss())
     runner.train()
     optimizer = runner.optim_wrapper.optimizer
-    print(f'rank{dist.get_rank()} optimizer_state_bytes {_state_bytes(optimizer)}', flush=True)
+    _say(f'rank{dist.get_rank()} optimizer_state_bytes {_state_bytes(optimizer)}')
     if isinstance(optimizer, ZeroRedundancyOptimizer):  # a save without consolidating first
         optimizer._consolidated = False
         try:
             optimizer.state_dict()
         except RuntimeError as exc:
-            print(f'rank{dist.get_rank()} refused: {exc}', flush=True)
+            _say(f'rank{dist.get_rank()} refused: {exc}')
     dist.barrier()
 
 
