@@ -161,3 +161,30 @@ def test_generation_is_deterministic_by_seed(tmp_path: Path) -> None:
     assert (a / 'images' / 'training' / 'toy_00000.jpg').stat().st_mtime_ns == stamp
     generate(a, ToySpec(num_train=1, num_val=1, sides=(40, 64), seed=1))
     assert len(list((a / 'images' / 'training').glob('toy_*'))) == 1  # no stale files
+
+
+def test_shape_sizes_follow_the_spec_and_a_new_radius_regenerates(tmp_path: Path) -> None:
+    """Shapes are drawn with circumradius in ``ToySpec.radius`` (log-uniform, capped so a
+    shape fits its image); the marker records the range, so a folder written with another
+    range is regenerated, not reused."""
+    def extents(radius: tuple[float, float]) -> list[float]:
+        sizes = []
+        for i in range(40):
+            s = make_sample(np.random.default_rng([5, 0, i]), radius=radius)
+            for cls, mask in s.objects:
+                if cls in SHAPES:  # a polygon's circumradius: half its largest extent or more
+                    ys, xs = np.nonzero(mask)
+                    sizes.append(max(np.ptp(xs), np.ptp(ys)) + 1)
+        return sizes
+    default = ToySpec().radius
+    small, large = extents((8.0, 9.0)), extents(default)
+    # a 8-9 px circumradius, stretched by at most 1.28: never wider than 2 * 9 * 1.28 + 2
+    assert max(small) <= 2 * 9 * 1.28 + 2
+    # the default range: the smallest shapes span about 2 * 14 px (a triangle's height
+    # 1.5 r at the least); the largest beyond the old 28 px maximum radius
+    assert min(large) >= 1.5 * default[0] * 0.78 - 1 and max(large) > 2 * 28
+    spec = ToySpec(num_train=1, num_val=1, sides=(64, 64), seed=1)
+    a = generate(tmp_path / 'a', spec)
+    before = (a / 'annotations' / 'training' / 'toy_00000.png').read_bytes()
+    generate(a, ToySpec(num_train=1, num_val=1, sides=(64, 64), seed=1, radius=(8.0, 9.0)))
+    assert (a / 'annotations' / 'training' / 'toy_00000.png').read_bytes() != before

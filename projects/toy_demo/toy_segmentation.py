@@ -19,7 +19,7 @@ The classes are designed so that most of them can only be told apart by geometry
   with a two-colour pattern; both colours are random, so the pattern, not the hue,
   names the class.
 * four shape classes, ``circle``, ``square``, ``triangle``, ``star`` (the outlines of
-  ``projects.toy_demo.toy_coco``): flat fills with a gentle gradient, 10-28 px circumradius,
+  ``projects.toy_demo.toy_coco``): flat fills with a gentle gradient, 14-36 px circumradius,
   random rotation and aspect stretch. Class, size, placement and colour are drawn
   independently, so every shape class has the same colour distribution; only the
   outline tells them apart. Shapes are painted after the textures and occlude them and
@@ -51,7 +51,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 225, 25))
 SPLITS: dict[str, int] = {'training': 0, 'validation': 1}  # folder -> seed component
 MARKER = 'toy_segmentation.json'
-RADIUS = (10.0, 28.0)  # circumradius of a shape in px, drawn log-uniformly
+RADIUS = (14.0, 36.0)  # default circumradius of a shape in px, drawn log-uniformly
 MIN_VISIBLE = 0.5  # fraction of every shape left visible by the shapes above it
 _SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions
 
@@ -66,12 +66,15 @@ class ToySpec:
         sides: ``(min, max)`` of each image side in pixels; height and width are drawn
             independently (uniform integers, inclusive).
         seed: Base seed; image ``i`` of split ``s`` uses ``(seed, s, i)``.
+        radius: ``(min, max)`` circumradius of a shape in pixels, drawn log-uniformly
+            (capped at ``min(H, W) / 2.6`` so that a shape fits its image).
     """
 
     num_train: int = 400
     num_val: int = 100
     sides: tuple[int, int] = (96, 176)
     seed: int = 0
+    radius: tuple[float, float] = RADIUS
 
 
 @dataclass
@@ -177,10 +180,11 @@ def _blob_mask(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return field - 4 * dist + rng.uniform(0.4, 1.2) > 0
 
 
-def _shape_mask(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(kind: str, shape: tuple[int, int], rng: np.random.Generator,
+                radius_range: tuple[float, float] = RADIUS) -> np.ndarray:
     """A shape of ``kind`` (a :data:`SHAPE_CLASSES` name) inside the image, (H, W) bool."""
     h, w = shape
-    lo, hi = np.log(RADIUS[0]), np.log(min(RADIUS[1], min(h, w) / 2.6))
+    lo, hi = np.log(radius_range[0]), np.log(min(radius_range[1], min(h, w) / 2.6))
     radius = float(np.exp(rng.uniform(lo, max(lo, hi))))
     aspect = float(np.exp(rng.uniform(-0.25, 0.25)))
     extent = radius * max(aspect, 1 / aspect)
@@ -194,6 +198,7 @@ def _shape_mask(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> 
 
 
 def _place_shapes(shape: tuple[int, int], count: int, rng: np.random.Generator,
+                  radius: tuple[float, float] = RADIUS,
                   max_tries: int = 30) -> list[tuple[int, np.ndarray]]:
     """``count`` shapes of random classes, each placed on top of the previous ones.
 
@@ -205,7 +210,7 @@ def _place_shapes(shape: tuple[int, int], count: int, rng: np.random.Generator,
     for _ in range(count):
         for _ in range(max_tries):
             cls = len(CLASSES) - len(SHAPE_CLASSES) + int(rng.integers(len(SHAPE_CLASSES)))
-            mask = _shape_mask(CLASSES[cls], shape, rng)
+            mask = _shape_mask(CLASSES[cls], shape, rng, radius)
             if all(_visible_fraction(m, [n for _, n in placed[k + 1:]] + [mask])
                    >= MIN_VISIBLE for k, (_, m) in enumerate(placed)):
                 placed.append((cls, mask))
@@ -219,13 +224,14 @@ def _visible_fraction(mask: np.ndarray, above: list[np.ndarray]) -> float:
     return float((mask & ~hidden).sum()) / max(int(mask.sum()), 1)
 
 
-def make_sample(rng: np.random.Generator, sides: tuple[int, int] = ToySpec.sides
-                ) -> ToySample:
+def make_sample(rng: np.random.Generator, sides: tuple[int, int] = ToySpec.sides,
+                radius: tuple[float, float] = RADIUS) -> ToySample:
     """One image, its label map and the objects drawn (module docstring: the classes).
 
     Args:
         rng: The only source of randomness.
         sides: ``(min, max)`` of the image height and width, drawn independently.
+        radius: ``(min, max)`` circumradius of the shapes in pixels.
     """
     shape = tuple(int(s) for s in rng.integers(sides[0], sides[1] + 1, 2))
     image = _background(shape, rng)
@@ -233,7 +239,7 @@ def make_sample(rng: np.random.Generator, sides: tuple[int, int] = ToySpec.sides
     for cls in TEXTURES:  # each texture class in half of the images
         if rng.uniform() < 0.5:
             objects.append((cls, _blob_mask(shape, rng)))
-    objects += _place_shapes(shape, int(rng.integers(3, 8)), rng)
+    objects += _place_shapes(shape, int(rng.integers(3, 8)), rng, radius)
 
     label = np.zeros(shape, np.uint8)
     seams = np.zeros(shape, bool)
@@ -273,7 +279,8 @@ def generate(root: str | Path, spec: ToySpec = ToySpec()) -> Path:
             for stale in folder.glob('toy_*'):  # from an earlier spec; only our own names
                 stale.unlink()
         for i in range(count):
-            sample = make_sample(np.random.default_rng([spec.seed, split_id, i]), spec.sides)
+            sample = make_sample(np.random.default_rng([spec.seed, split_id, i]), spec.sides,
+                                 spec.radius)
             cv2.imwrite(str(root / 'images' / split / f'toy_{i:05d}.jpg'), sample.image,
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(str(root / 'annotations' / split / f'toy_{i:05d}.png'), sample.label)
@@ -291,8 +298,11 @@ def main() -> None:
                             default=getattr(defaults, field))
     parser.add_argument('--sides', type=int, nargs=2, default=defaults.sides,
                         metavar=('MIN', 'MAX'), help='range of image heights and widths')
+    parser.add_argument('--radius', type=float, nargs=2, default=defaults.radius,
+                        metavar=('MIN', 'MAX'), help='range of shape circumradii in px')
     args = parser.parse_args()
-    spec = ToySpec(args.num_train, args.num_val, tuple(args.sides), args.seed)
+    spec = ToySpec(args.num_train, args.num_val, tuple(args.sides), args.seed,
+                   tuple(args.radius))
     print(f'toy segmentation data ready in {generate(args.root, spec)}')
 
 
