@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 from swin_backbone.checkpoint.runner import (RUNNER_CHECKPOINT_GLOBALS, is_complete_checkpoint,
                                              latest_complete_checkpoint)
 from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints, atomic_save_checkpoint
+from toy_runs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = [sys.executable, str(REPO / 'tests' / 'runner_utils.py')]
@@ -192,16 +192,10 @@ def test_resume_without_random_state_hook_draws_other_numbers(tmp_path: Path) ->
     assert all(got[i] != expected[i] for i in got), (got, expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(*args: str) -> str:
     result = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-         '--master_port', str(_free_port()), *RUNNER[1:], *args, '--launcher', 'pytorch'],
+         '--master_port', str(free_port()), *RUNNER[1:], *args, '--launcher', 'pytorch'],
         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from paths import TOY_DETECTION_CONFIG
-from projects.toy_demo.toy_coco import generate_toy_coco
+from toy_runs import free_port, toy_coco_options
 from swin_backbone.checkpoint.runner import is_complete_checkpoint
 from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints
 
@@ -30,12 +29,7 @@ pytestmark = pytest.mark.slow
 def toy_options(tmp_path_factory) -> list[str]:
     """``--cfg-options`` pointing the toy config at 4 train / 2 val images, batch 2,
     one epoch (2 iterations), a checkpoint and a validation per epoch."""
-    root = tmp_path_factory.mktemp('toy_coco')
-    generate_toy_coco(str(root), num_train=4, num_val=2, seed=1)
-    val_ann = f'{root}/annotations/instances_val.json'
-    return [f'{loader}.dataset.data_root={root}/' for loader in
-            ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-        f'val_evaluator.ann_file={val_ann}', f'test_evaluator.ann_file={val_ann}',
+    return toy_coco_options(tmp_path_factory.mktemp('toy_coco')) + [
         'train_dataloader.batch_size=2', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
         'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
 
@@ -88,17 +82,11 @@ def test_resume_continues_from_the_saved_iteration(trained: Path, toy_options) -
         == (2, 4)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_processes_gloo_frozen_stages(tmp_path: Path, toy_options) -> None:
     """2 CPU processes x batch 1 over 4 images = 2 iterations, with frozen_stages=1 and
     without find_unused_parameters (issue 7 point 6): DDP would raise on a frozen
     parameter that still required grad but received none."""
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()), OMP_NUM_THREADS='1')
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
     result = _run(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(tmp_path),
                    '--cfg-options', *toy_options, 'train_dataloader.batch_size=1',
                    'model.backbone.frozen_stages=1'], env=env, timeout=900)

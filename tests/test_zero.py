@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,8 @@ import pytest
 import torch
 
 from paths import REPO, TOY_DETECTION_CONFIG
-from projects.toy_demo.toy_coco import generate_toy_coco
 from swin_backbone.engine.runner_checkpoint import allow_runner_checkpoints
+from toy_runs import free_port, toy_coco_options
 
 pytestmark = pytest.mark.slow
 ZERO = ['optim_wrapper.optimizer.type=swin_backbone.ZeroRedundancyOptimizer',
@@ -30,29 +29,18 @@ ZERO = ['optim_wrapper.optimizer.type=swin_backbone.ZeroRedundancyOptimizer',
 def options(tmp_path_factory) -> list[str]:
     """4 train images, batch 1 on each of 2 ranks: 2 iterations per epoch, 2 epochs, a
     checkpoint per epoch; layer-wise lr decay (one parameter group per layer and decay)."""
-    root = tmp_path_factory.mktemp('toy_coco')
-    generate_toy_coco(str(root), num_train=4, num_val=2, seed=1)
-    val_ann = f'{root}/annotations/instances_val.json'
-    return [f'{loader}.dataset.data_root={root}/' for loader in
-            ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-        f'val_evaluator.ann_file={val_ann}', f'test_evaluator.ann_file={val_ann}',
+    return toy_coco_options(tmp_path_factory.mktemp('toy_coco')) + [
         'train_dataloader.batch_size=1', 'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
         'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
         'optim_wrapper.constructor=swin_backbone.LayerDecayOptimWrapperConstructor',
         'optim_wrapper.paramwise_cfg.decay_rate=0.9']
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(work_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS='1')
     result = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-         '--master_port', str(_free_port()), str(REPO / 'tests' / 'zero_train.py'),
+         '--master_port', str(free_port()), str(REPO / 'tests' / 'zero_train.py'),
          str(TOY_DETECTION_CONFIG), '--work-dir', str(work_dir), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     if check:

@@ -55,7 +55,8 @@ from mmengine.runner import IterBasedTrainLoop
 from ..registry import HOOKS
 from .save_points import checkpoint_hooks, saves_after_epoch, saves_after_iter, saves_after_val
 
-__all__ = ['RandomStateHook', 'get_rng_state', 'set_rng_state', 'with_random_state_hook']
+__all__ = ['RandomStateHook', 'get_rng_state', 'lists_hook', 'set_rng_state',
+           'with_random_state_hook']
 
 RngState = dict[str, Any]
 
@@ -218,11 +219,19 @@ class RandomStateHook(Hook):
             self._states = [state]
 
 
+def lists_hook(custom_hooks: list | None, name: str) -> bool:
+    """Whether ``custom_hooks`` holds a hook of class ``name``: a config dict whose ``type``
+    is the name (scoped or not) or the class, or a hook instance."""
+    for hook in custom_hooks or []:
+        kind = hook.get('type') if isinstance(hook, dict) else type(hook)
+        if getattr(kind, '__name__', str(kind)).split('.')[-1] == name:
+            return True
+    return False
+
+
 def with_random_state_hook(custom_hooks: list[dict] | None) -> list[dict]:
     """``custom_hooks`` plus ``RandomStateHook``, unless it lists one (by name or class)."""
     hooks = list(custom_hooks or [])
-    for hook in hooks:
-        kind = hook.get('type') if isinstance(hook, dict) else type(hook)
-        if getattr(kind, '__name__', str(kind)).split('.')[-1] == 'RandomStateHook':
-            return hooks
+    if lists_hook(hooks, 'RandomStateHook'):
+        return hooks
     return [*hooks, dict(type='swin_backbone.RandomStateHook')]

@@ -31,6 +31,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import ZeroRedundancyOptimizer as MMEngineZeroRedundancyOptimizer
 
 from ..registry import HOOKS, OPTIMIZERS
+from .hooks import lists_hook
 from .save_points import checkpoint_hooks, saves_after_epoch, saves_after_iter, saves_after_val
 
 __all__ = ['ConsolidateOptimizerHook', 'ZeroRedundancyOptimizer', 'with_consolidate_hook']
@@ -135,8 +136,7 @@ def with_consolidate_hook(cfg) -> list:
     hooks = list(cfg.get('custom_hooks') or [])
     optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
     kind = str(optimizer.get('type', '')) if isinstance(optimizer, dict) else ''
-    listed = any(str(h.get('type') if isinstance(h, dict) else type(h).__name__)
-                 .endswith('ConsolidateOptimizerHook') for h in hooks)
-    if kind.endswith('ZeroRedundancyOptimizer') and not listed:
+    if kind.endswith('ZeroRedundancyOptimizer') and not lists_hook(hooks,
+                                                                   'ConsolidateOptimizerHook'):
         hooks.append(dict(type='swin_backbone.ConsolidateOptimizerHook'))
     return hooks
