@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scale import assert_close_to_scale
-from swin_backbone.cpu.linear import OneDnnLinear, onednn_linear_available
+from swin_backbone.cpu import linear as cpu_linear
+from swin_backbone.cpu.linear import OneDnnLinear, onednn_bf16_available, onednn_linear_available
 
 pytestmark = pytest.mark.skipif(not onednn_linear_available(), reason='no oneDNN in this build')
 
@@ -75,6 +76,9 @@ def test_same_state_dict_and_copies_drop_the_cache() -> None:
             assert torch.allclose(clone(x), layer(x), atol=1e-6)
 
 
+@pytest.mark.skipif(not onednn_bf16_available(),
+                    reason='this CPU has no oneDNN bf16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT '
+                           'or AMX): the layer takes F.linear, checked by the next test')
 def test_bf16_autocast_inference_matches_autocast_f_linear() -> None:
     layer = _layer()
     x = torch.randn(64, 48)
@@ -86,6 +90,18 @@ def test_bf16_autocast_inference_matches_autocast_f_linear() -> None:
     assert torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2)
     assert torch.allclose(flipped.float(), 2 * layer.bias.bfloat16().float() - got.float(),
                           rtol=2e-2, atol=5e-2)
+
+
+def test_bf16_autocast_without_onednn_bf16_takes_f_linear(monkeypatch) -> None:
+    """On a CPU without oneDNN bf16 kernels (the AVX2-only AMD EPYC 7002) oneDNN refuses a
+    bf16 weight; the layer must then give autocast's own F.linear result."""
+    monkeypatch.setattr(cpu_linear, '_BF16_AVAILABLE', False)
+    layer = _layer()
+    x = torch.randn(64, 48)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        got, want = layer(x), F.linear(x, layer.weight, layer.bias)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    assert not layer._packed
 
 
 def test_other_dtypes_and_autocast_take_f_linear() -> None:

@@ -12,7 +12,7 @@ and state-dict keys, only the library that multiplies changes:
   version counter or storage), a forward records gradients or ``train()`` / ``eval()``
   is called (:meth:`OneDnnLinear.drop_inference_cache`); under CPU bf16 autocast the same
   in bfloat16, the dtype autocast would use, with the bf16 copy of the weight packed once
-  instead of cast per call;
+  instead of cast per call (on CPUs with oneDNN bf16 kernels; elsewhere ``F.linear``);
 * with autograd (training): a ``Function`` whose forward and input gradient run on oneDNN;
   the weight gradient ``grad^T @ x`` too when the layer is wide for its token count
   (SwinV2-T stages 3-4 at 512 px: ~25 % faster), else on MKL, which reads the transposed
@@ -31,7 +31,8 @@ from torch.autograd.function import once_differentiable
 
 from .eager import cpu_autocast_dtype, eager
 
-__all__ = ['OneDnnLinear', 'onednn_linear_available', 'onednn_matmul', 'weight_gradient']
+__all__ = ['OneDnnLinear', 'onednn_bf16_available', 'onednn_linear_available', 'onednn_matmul',
+           'weight_gradient']
 
 
 def onednn_linear_available() -> bool:
@@ -41,7 +42,15 @@ def onednn_linear_available() -> bool:
             and hasattr(torch.ops.mkldnn, '_reorder_linear_weight'))
 
 
+def onednn_bf16_available() -> bool:
+    """Whether this CPU runs oneDNN's bfloat16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or
+    AMX); without them, as on the AVX2-only AMD EPYC 7002, oneDNN refuses a bf16 weight."""
+    check = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    return _AVAILABLE and check is not None and bool(check())
+
+
 _AVAILABLE = onednn_linear_available()
+_BF16_AVAILABLE = onednn_bf16_available()
 
 
 def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
@@ -53,7 +62,7 @@ def _onednn_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype | None:
         return None
     autocast_dtype = cpu_autocast_dtype()
     if autocast_dtype is not None:
-        if (autocast_dtype == torch.bfloat16 and not torch.is_grad_enabled()
+        if (autocast_dtype == torch.bfloat16 and _BF16_AVAILABLE and not torch.is_grad_enabled()
                 and x.dtype in (torch.float32, torch.bfloat16)):
             return torch.bfloat16
         return None
