@@ -16,7 +16,8 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from .attention import CosineWindowAttention, WindowAttention, upcast
-from .window import pad_to, shift_attention_mask, window_grid, window_partition, window_reverse
+from .window import (known_zero, pad_to, shift_attention_mask, window_grid, window_partition,
+                     window_reverse)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -81,8 +82,11 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
-        pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
-        if pad_h or pad_w:
+        h, w = x.shape[2:]
+        # The padded size as (patches) * p rather than H + (-H % p): a symbolic size of that
+        # form is one the exporter can prove positive.
+        pad_h, pad_w = (h + p - 1) // p * p - h, (w + p - 1) // p * p - w
+        if not known_zero(pad_h, pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))  # (B, C, H', W') -> (B, H', W', C)
 
@@ -102,10 +106,12 @@ class PatchMerging(nn.Module):
 
     @staticmethod
     def gather_neighbours(x: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 4C)``."""
-        x = pad_to(x, (x.shape[1] + x.shape[1] % 2, x.shape[2] + x.shape[2] % 2))
-        return torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2],
-                          x[:, 1::2, 1::2]], dim=-1)
+        """``(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 4C)``, neighbours in channel
+        blocks ``2 * column + row`` (the official order)."""
+        b, h, w, c = x.shape
+        h2, w2 = (h + 1) // 2, (w + 1) // 2
+        x = pad_to(x, (2 * h2, 2 * w2)).view(b, h2, 2, w2, 2, c)  # (B, H2, row, W2, col, C)
+        return x.permute(0, 1, 3, 4, 2, 5).reshape(b, h2, w2, 4 * c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduction(self.norm(self.gather_neighbours(x)))
@@ -172,11 +178,11 @@ class SwinBlock(nn.Module):
         window = (self.window_size, self.window_size)
         x = pad_to(x, layout.padded)  # pad before roll, so the shift sees the padded map
         shift = layout.shift
-        if shift != (0, 0):
+        if not known_zero(*shift):
             x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         windows = self.attn(window_partition(x, window), layout.mask)  # (B * nW, N, C)
         x = window_reverse(windows, window, layout.padded)
-        if shift != (0, 0):
+        if not known_zero(*shift):
             x = torch.roll(x, shifts=shift, dims=(1, 2))
         return x[:, :h, :w]
 
@@ -235,7 +241,7 @@ class SwinStage(nn.Module):
         window = (self.window_size, self.window_size)
         padded, shift = window_grid(size, window, (self.window_size // 2,) * 2)
         regular = WindowLayout(padded, (0, 0), None)
-        if shift == (0, 0):
+        if known_zero(*shift):
             return regular, regular
         return regular, WindowLayout(padded, shift, self.shift_mask(padded, shift, device))
 

@@ -19,6 +19,7 @@ from .blocks import (LayerNorm, PatchEmbed, PatchMerging, PatchMergingV2, SwinBl
                      SwinStage)
 from .layer_depth import get_layer_id
 from .mmdet_args import translate_mmdet_args
+from .window import contiguous_copy
 
 ARCH_ZOO: dict[str, dict] = {
     'tiny': dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
@@ -296,7 +297,7 @@ class SwinTransformer(BaseModule):
             out, x = stage(x)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
-                outs.append(out.permute(0, 3, 1, 2).contiguous())  # (B, H, W, C) -> (B, C, H, W)
+                outs.append(contiguous_copy(out.permute(0, 3, 1, 2)))  # (B, H, W, C) -> NCHW
         return tuple(outs)
 
 

@@ -20,7 +20,8 @@ def window_grid(size: tuple[int, int], window: tuple[int, int],
 
     The map is padded right/bottom to a multiple of the window. Along a dimension whose
     padded size is not larger than the window, one window covers it and there is no shift
-    (what the official models do at their pre-training size).
+    (what the official models do at their pre-training size). Integer arithmetic only, no
+    branch: under ``torch.export`` the sizes are symbolic and the decision stays in the graph.
 
     Args:
         size: ``(H, W)`` of the map.
@@ -30,17 +31,36 @@ def window_grid(size: tuple[int, int], window: tuple[int, int],
     Returns:
         ``((Hp, Wp), (Sh, Sw))``.
     """
-    padded = tuple(-(-s // w) * w for s, w in zip(size, window))
-    effective = tuple(0 if p <= w else s for p, w, s in zip(padded, window, shift))
+    counts = tuple((s + w - 1) // w for s, w in zip(size, window))  # windows per dimension
+    padded = tuple(n * w for n, w in zip(counts, window))
+    effective = tuple(s * (1 - 1 // n) for s, n in zip(shift, counts))  # 1 - 1 // n: n > 1
     return padded, effective  # type: ignore[return-value]
+
+
+def known_zero(*sizes: int) -> bool:
+    """Whether every size is the Python int 0.
+
+    Sizes that depend on an input dimension exported as dynamic are symbolic under
+    ``torch.export`` and never known; the caller then takes its general path (pad by an
+    amount, roll by a shift, mask) for every value, including 0, which gives the same numbers
+    as the shortcut.
+    """
+    return all(isinstance(s, int) and s == 0 for s in sizes)
 
 
 def pad_to(x: torch.Tensor, padded: tuple[int, int]) -> torch.Tensor:
     """Zero-pad ``(B, H, W, C)`` right/bottom to ``(B, Hp, Wp, C)`` (no copy if already there)."""
     pad_h, pad_w = padded[0] - x.shape[1], padded[1] - x.shape[2]
-    if pad_h == 0 and pad_w == 0:
+    if known_zero(pad_h, pad_w):
         return x
     return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+
+
+def contiguous_copy(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy, always. ``reshape`` and ``contiguous`` would skip the copy when the
+    strides allow it (a single window along a dimension), a size-dependent decision that
+    torch.export freezes at the example's sizes."""
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
@@ -49,7 +69,7 @@ def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     b, h, w, c = x.shape
     wh, ww = window
     x = x.view(b, h // wh, wh, w // ww, ww, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+    return contiguous_copy(x.permute(0, 1, 3, 2, 4, 5)).view(-1, wh * ww, c)
 
 
 def window_reverse(windows: torch.Tensor, window: tuple[int, int],
@@ -59,18 +79,18 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, int],
     hp, wp = padded
     c = windows.shape[-1]
     x = windows.view(-1, hp // wh, wp // ww, wh, ww, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, hp, wp, c)
+    return contiguous_copy(x.permute(0, 1, 3, 2, 4, 5)).view(-1, hp, wp, c)
 
 
 def shift_region_ids(padded: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     """Region id of each row (or column) of a padded, cyclically shifted map.
 
     After ``roll(-shift)``, the last ``window`` positions mix two regions that were not
-    neighbours in the image: ``[Hp - window, Hp - shift)`` and ``[Hp - shift, Hp)``.
+    neighbours in the image: ``[Hp - window, Hp - shift)`` and ``[Hp - shift, Hp)``. With
+    ``shift = 0`` the id is constant inside every window (``Hp - window`` is a window
+    boundary), so the mask built from it is zero.
     """
     idx = torch.arange(padded, device=device)
-    if shift == 0:
-        return torch.zeros_like(idx)
     return (idx >= padded - window).long() + (idx >= padded - shift).long()
 
 
@@ -82,10 +102,10 @@ def shift_attention_mask(padded: tuple[int, int], window: tuple[int, int],
         ``(nW, N, N)`` float tensor with 0 for pairs in the same region and ``MASKED``
         elsewhere, where ``nW = (Hp / Wh) * (Wp / Ww)`` and ``N = Wh * Ww``.
     """
-    rows = shift_region_ids(padded[0], window[0], shift[0], device)
-    cols = shift_region_ids(padded[1], window[1], shift[1], device)
-    ids = (rows[:, None] * 3 + cols[None, :]).view(1, padded[0], padded[1], 1)
-    ids = window_partition(ids, window).squeeze(-1)  # (nW, N)
+    (wh, ww), (nh, nw) = window, (padded[0] // window[0], padded[1] // window[1])
+    rows = shift_region_ids(padded[0], wh, shift[0], device).view(nh, 1, wh, 1)
+    cols = shift_region_ids(padded[1], ww, shift[1], device).view(1, nw, 1, ww)
+    ids = (rows * 3 + cols).view(nh * nw, wh * ww)  # (nW, N) in window_partition's order
     same = ids[:, :, None] == ids[:, None, :]
     return torch.zeros(same.shape, device=device).masked_fill_(~same, MASKED)
 
