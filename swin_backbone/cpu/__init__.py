@@ -21,7 +21,7 @@ from .linear import OneDnnLinear
 from .modules import (CpuCosineWindowAttention, CpuMlp, CpuSwinBlock, CpuSwinBlockV2,
                       CpuSwinStage, CpuWindowAttention)
 
-__all__ = ['accelerate', 'accelerate_without_cuda', 'is_accelerated']
+__all__ = ['accelerate', 'accelerate_without_cuda', 'is_accelerated', 'restore_reference']
 
 # Exact reference classes (subclasses users wrote are left alone) -> their CPU subclasses.
 _CPU_CLASSES: dict[type, type] = {
@@ -61,6 +61,28 @@ def accelerate(model: nn.Module) -> nn.Module:
             cpu_class = _CPU_CLASSES.get(type(module))
             if cpu_class is not None:
                 cpu_class.adopt(module)
+    return model
+
+
+# What adopt() adds to a module; dropped again by restore_reference.
+_CPU_STATE = ('_packed', '_mask_cache')
+
+
+def restore_reference(model: nn.Module) -> nn.Module:
+    """Undo :func:`accelerate`, in place: every CPU-layer module inside ``model`` becomes
+    its reference class again and loses its caches (what exporters are given). A model that
+    was never accelerated is returned unchanged.
+
+    Returns:
+        ``model``.
+    """
+    reference_classes = {cpu: ref for ref, cpu in _CPU_CLASSES.items()}
+    for module in model.modules():
+        reference = reference_classes.get(type(module))
+        if reference is not None:
+            module.__class__ = reference
+            for name in _CPU_STATE:
+                module.__dict__.pop(name, None)
     return model
 
 

@@ -16,8 +16,8 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from .attention import CosineWindowAttention, WindowAttention, upcast
-from .window import (known_zero, pad_to, shift_attention_mask, window_grid, window_partition,
-                     window_reverse)
+from .window import (cyclic_shift, known_zero, pad_to, shift_attention_mask, window_grid,
+                     window_partition, window_reverse)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -179,11 +179,11 @@ class SwinBlock(nn.Module):
         x = pad_to(x, layout.padded)  # pad before roll, so the shift sees the padded map
         shift = layout.shift
         if not known_zero(*shift):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+            x = cyclic_shift(x, (-shift[0], -shift[1]))
         windows = self.attn(window_partition(x, window), layout.mask)  # (B * nW, N, C)
         x = window_reverse(windows, window, layout.padded)
         if not known_zero(*shift):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
+            x = cyclic_shift(x, shift)
         return x[:, :h, :w]
 
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:

@@ -56,6 +56,30 @@ def pad_to(x: torch.Tensor, padded: tuple[int, int]) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
 
 
+def cyclic_shift(x: torch.Tensor, shifts: tuple[int, int], dims: tuple[int, int] = (1, 2)
+                 ) -> torch.Tensor:
+    """``torch.roll(x, shifts, dims)``; shifts that are symbolic (``torch.export`` with
+    dynamic sizes) roll by :func:`roll_by_gather`, because ONNX export cannot translate
+    ``aten::roll`` with a shift computed in the graph."""
+    if all(isinstance(s, int) for s in shifts):
+        return torch.roll(x, shifts=shifts, dims=dims)
+    return roll_by_gather(x, shifts, dims)
+
+
+def roll_by_gather(x: torch.Tensor, shifts: tuple[int, int], dims: tuple[int, int]
+                   ) -> torch.Tensor:
+    """``torch.roll`` as one ``index_select`` per dimension, ``out[i] = x[(i - s) mod n]``,
+    for ``|s| <= n``; the wrap-around is a comparison rather than ``%``, which the ONNX
+    exporter translates only for constant divisors."""
+    for shift, dim in zip(shifts, dims):
+        n = x.shape[dim]
+        index = torch.arange(n, device=x.device) - shift
+        index = torch.where(index < 0, index + n, index)
+        index = torch.where(index >= n, index - n, index)
+        x = x.index_select(dim, index)
+    return x
+
+
 def contiguous_copy(x: torch.Tensor) -> torch.Tensor:
     """A contiguous copy, always. ``reshape`` and ``contiguous`` would skip the copy when the
     strides allow it (a single window along a dimension), a size-dependent decision that

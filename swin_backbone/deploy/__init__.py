@@ -1,0 +1,16 @@
+"""Deployment: ONNX export with dynamic input sizes and the runtimes that run the files.
+
+Optional: needs ``pip install -e '.[deploy]'``; importing this package does not import the
+exporters or runtimes, the functions do, and raise :class:`MissingDeployDependency` with
+the fix when one is absent. See ``docs/deployment.md``.
+"""
+from .errors import MissingDeployDependency
+from .onnx_export import export_onnx, prepare_for_export, tracing_input
+from .pooling import ExportableAdaptiveAvgPool2d, replace_adaptive_avg_pools
+from .runtimes import onnxruntime_session, openvino_model, run_onnxruntime, run_openvino
+from .wrappers import DetectorFeatures, SegmentorLogits
+
+__all__ = ['DetectorFeatures', 'ExportableAdaptiveAvgPool2d', 'MissingDeployDependency',
+           'SegmentorLogits', 'export_onnx', 'onnxruntime_session', 'openvino_model',
+           'prepare_for_export', 'replace_adaptive_avg_pools', 'run_onnxruntime',
+           'run_openvino', 'tracing_input']
