@@ -87,11 +87,12 @@ if ! ls "$wheel_dir"/mmcv-"${mmcv_pin#mmcv==}"-*.whl >/dev/null 2>&1; then
   log "cached $(ls "$wheel_dir"/mmcv-*.whl)"
 fi
 
-# 3. The rest of the stack, then this package (editable) with its test tools, then the demos'.
+# 3. The rest of the stack, then this package (editable) with its test and deployment tools,
+#    then the demos'.
 log "installing the OpenMMLab stack"
 pip_install "$wheel_dir"/mmcv-"${mmcv_pin#mmcv==}"-*.whl "$(pin mmengine)" "$(pin mmdet)" \
   "$(pin mmsegmentation)" "$(pin pycocotools)" "$(pin ftfy)" "$(pin regex)"
-pip_install --no-build-isolation -e ".[test]"
+pip_install --no-build-isolation -e ".[test,deploy]"
 pip_install -r projects/toy_demo/requirements.txt  # the demos' own dependencies
 
 # 4. Reference implementations for the parity tests, outside site-packages:

@@ -1,6 +1,7 @@
 """Time our Swin V1 / V2 backbones against the peers installed here, in one process.
 
 Usage: python tools/analysis_tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
+       [--deployment-only]
 
 "ours" is the backbone with the CPU layer (``swin_backbone.cpu.accelerate``); "ours ...
 reference" is the same weights on the reference model alone (what runs on a GPU).
@@ -295,18 +296,69 @@ def flops_and_params(groups: dict[int, list[Backbone]], size: tuple[int, int]) -
     return rows
 
 
+def deployment(groups: dict[int, list[Backbone]], size: tuple[int, int], repeats: int,
+               tmp: Path) -> list[str]:
+    """Rows timing the exported reference model (dynamic batch, H, W) in ONNX Runtime and
+    OpenVINO (fp32; bf16 where the CPU plugin offers it) against our and timm's eager fp32,
+    each with its outputs' largest difference to our eager reference."""
+    from swin_backbone.deploy import (export_onnx, onnxruntime_session, openvino_bf16_available,
+                                      openvino_model, run_onnxruntime, run_openvino)
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    rows = []
+    for version in (2, 1):
+        named = {b.name: b for b in groups[version]}
+        reference = named[f'ours V{version} reference'].module
+        start = time.perf_counter()
+        path = export_onnx(reference, tmp / f'v{version}.onnx', x)
+        export_s = time.perf_counter() - start
+        session = onnxruntime_session(path, threads)
+        fns: dict[str, Callable[[], object]] = {
+            name: inference_fn(named[name], x, False) for name in (f'ours V{version}',
+                                                                   f'timm V{version}')}
+        fns['ONNX Runtime fp32'] = lambda s=session: run_onnxruntime(s, x)
+        precisions = ['f32'] + (['bf16'] if openvino_bf16_available() else [])
+        for precision in precisions:
+            compiled = openvino_model(path, precision, threads)
+            fns[f'OpenVINO {precision}'] = lambda c=compiled: run_openvino(c, x)
+        with torch.no_grad():
+            want = [t.numpy() for t in reference(x)]
+        notes = {}
+        for name, fn in fns.items():
+            got = [np.asarray(t) for t in fn()]
+            diff = max(float(np.abs(w - g).max()) for w, g in zip(want, got))
+            notes[name] = f'max abs diff {diff:.1e}'
+        notes[f'ours V{version}'] += f'; export {export_s:.0f} s, {path.stat().st_size >> 20} MiB'
+        rows += summarise(f'V{version} deployed {size[0]}x{size[1]}', interleaved(fns, repeats),
+                          f'ours V{version}', notes)
+    if 'bf16' not in precisions:
+        rows.append('| | OpenVINO bf16 | - | - | - | | not offered on this CPU '
+                    '(OPTIMIZATION_CAPABILITIES) |')
+    return rows
+
+
+def deployment_section(groups: dict[int, list[Backbone]], repeats: int, tmp: Path) -> list[str]:
+    return ['', '## Deployment: the exported file (dynamic batch, H, W) in ONNX Runtime and '
+            'OpenVINO, batch 1 (median ms, min-max, time over our eager fp32)', '',
+            '| case | model | median ms | spread | vs ours | | note |',
+            '|---|---|---|---|---|---|---|', *deployment(groups, (800, 1344), repeats, tmp)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='results/benchmark', type=Path)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--quick', action='store_true', help='fewer sizes and repeats')
+    parser.add_argument('--deployment-only', action='store_true',
+                        help='the machine, the parity check and the deployment section only')
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     repeats = 2 if args.quick else args.repeats
     lines = [f'Machine: {cpu_name()}, '
              f'{torch.get_num_threads()} threads, torch {torch.__version__}. '
              'Command: `python tools/analysis_tools/benchmark.py'
-             f'{" --quick" if args.quick else ""}`.', '']
+             f'{" --quick" if args.quick else ""}'
+             f'{" --deployment-only" if args.deployment_only else ""}`.', '']
     machine, ceilings = machine_table(repeats=3 if args.quick else 5)
     lines += ['## The machine: GEMM ceilings and a Swin-T\'s real GEMMs at 800x1344', '',
               *machine, '']
@@ -320,6 +372,12 @@ def main() -> None:
                   '| pair | input | stages 1 / 2 / 3 / 4 |', '|---|---|---|']
         v1_only = {1: [b for b in groups[1] if b.name != 'timm V1']}
         lines += check_parity(v1_only, (800, 1344))
+        if args.deployment_only:
+            lines += deployment_section(groups, repeats, ckpt_dir)
+            text = '\n'.join(lines) + '\n'
+            (args.out / 'deployment.md').write_text(text)
+            print(text)
+            return
         small = build_backbones(ckpt_dir, (448, 448))
         lines += check_parity({1: small[1]}, (448, 448))
         small = build_backbones(ckpt_dir, (512, 512))
@@ -365,6 +423,7 @@ def main() -> None:
         lines += ['', '## FLOPs and parameters (mmengine.analysis; GFLOPs = multiply-adds)', '',
                   '| model | input | GFLOPs | params (M) |', '|---|---|---|---|']
         lines += flops_and_params(groups, (800, 1344))
+        lines += deployment_section(groups, repeats, ckpt_dir)
     text = '\n'.join(lines) + '\n'
     (args.out / 'benchmark.md').write_text(text)
     print(text)

@@ -78,12 +78,30 @@ def check() -> list[tuple[str, str | None, str | None]]:
         rows.append(('mmcv ops', 'compiled ops load' if ops_error is None else ops_error,
                      None if ops_error is None else
                      f'mmcv was installed without compiled ops (mmcv-lite?): {FIX}'))
+    for module, dist in [('onnx', 'onnx'), ('onnxscript', 'onnxscript'),
+                         ('onnxruntime', 'onnxruntime'), ('openvino', 'openvino')]:
+        found = _dist_version(module, dist)  # optional: the deployment extras
+        rows.append((module, found or "not installed (optional: pip install -e '.[deploy]')",
+                     None if found is None or found == pins.get(dist, found) else
+                     f'{module} {found} is not the tested {pins[dist]}: '
+                     f'pip install -c requirements/constraints.txt {dist}=={pins[dist]}'))
     if importlib.util.find_spec('torchvision') is not None:
         rows.append(('torchvision', 'installed', 'torchvision breaks imports with this torch '
                      '(see FACTS.md): pip uninstall -y torchvision'))
     if torch_version:
         rows.append(('device', _device(), None))
     return rows
+
+
+def _dist_version(module: str, dist: str) -> str | None:
+    """The installed distribution's version if ``module`` imports (openvino's
+    ``__version__`` carries a build suffix)."""
+    try:
+        from importlib.metadata import version
+        importlib.import_module(module)
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _pycocotools_version() -> str | None:
