@@ -148,3 +148,35 @@ def test_toy_detector_fpn_features_match_eager(tmp_path) -> None:
     path = export_onnx(features, tmp_path / 'fpn.onnx', torch.randn(1, 3, 64, 64))
     session = onnxruntime_session(path)
     assert_matches_eager(features, lambda x: run_onnxruntime(session, x), SIZES[:3] + SIZES[4:5])
+
+
+@needs_exporter
+@pytest.mark.slow
+def test_export_and_run_tools_on_an_image(tmp_path) -> None:
+    """tools/deployment: export the toy detector's backbone at a fixed size, then run the file
+    on an image through the model's data preprocessor in both runtimes."""
+    import re
+    import subprocess
+
+    import cv2
+    from paths import REPO
+    image = tmp_path / 'image.png'
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8))
+    out = tmp_path / 'backbone.onnx'
+
+    def tool(*args: str) -> str:
+        result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    export = tool('tools/deployment/export_onnx.py', str(TOY_DETECTION_CONFIG), '--out', str(out),
+                  '--shape', '96', '128')
+    assert 'fixed 1x3x96x128' in export and out.exists()
+    assert 'exists' in subprocess.run(
+        [sys.executable, 'tools/deployment/export_onnx.py', str(TOY_DETECTION_CONFIG), '--out',
+         str(out)], cwd=REPO, capture_output=True, text=True).stderr
+    for runtime in ('onnxruntime', 'openvino'):
+        printed = tool('tools/deployment/run_onnx.py', str(out), str(TOY_DETECTION_CONFIG),
+                       '--image', str(image), '--runtime', runtime)
+        relative = [float(r) for r in re.findall(r'relative ([0-9.e+-]+)', printed)]
+        assert len(relative) == 4 and max(relative) < 1e-4, printed

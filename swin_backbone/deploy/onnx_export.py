@@ -71,14 +71,30 @@ def _capture(model: nn.Module, x: torch.Tensor, dynamic: bool) -> torch.export.E
         return torch.export.export(model, (x,), strict=False)
     try:
         from torch.fx.experimental import _config as shape_config
-        shape_config.backed_size_oblivious  # noqa: B018  (torch >= 2.7)
+        shape_config.backed_size_oblivious  # noqa: B018
     except (ImportError, AttributeError) as error:
-        raise RuntimeError(f'a dynamic-size export needs torch >= 2.7 (backed_size_oblivious); '
-                           f'this is torch {torch.__version__}') from error
+        raise RuntimeError('a dynamic-size export needs a torch.export with the '
+                           'backed_size_oblivious setting (tested: torch 2.13; torch 2.1 lacks '
+                           f'it); this is torch {torch.__version__}') from error
     dim = torch.export.Dim.DYNAMIC(min=1)
     with shape_config.patch(backed_size_oblivious=True):
         return torch.export.export(model, (x,), dynamic_shapes=({0: dim, 2: dim, 3: dim},),
                                    strict=False)
+
+
+def _drop_stack_traces(path: str) -> None:
+    """Remove the exporter's per-node Python stack traces: they name generated FX modules by
+    a process-wide counter (``<eval_with_key>.263``), which would make two exports of the
+    same model differ."""
+    onnx = require('onnx', 'ONNX export')
+    model = onnx.load(path)
+    graphs = [model.graph] + [f for f in model.functions]
+    for graph in graphs:
+        for node in graph.node:
+            kept = [p for p in node.metadata_props if p.key != 'pkg.torch.onnx.stack_trace']
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    onnx.save(model, path)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor, *,
@@ -126,6 +142,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
     os.close(fd)
     try:
         onnx_program.save(tmp, external_data=False)
+        _drop_stack_traces(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
