@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from swin_backbone.models.attention import CosineWindowAttention, unit_vectors
 from swin_backbone.models.blocks import SwinBlock, SwinBlockV2, SwinStage
-from swin_backbone.models.window import log_cpb_coordinates, relative_position_index, window_grid
+from swin_backbone.models.window import (log_cpb_coordinates, relative_position_index,
+                                         roll_by_gather, window_grid)
 
 
 def bias_table(attn) -> torch.Tensor:
@@ -95,3 +96,11 @@ def test_relative_position_index_is_row_major_over_offsets():
     # token 0 = (0, 0), token 5 = (1, 2): offset (-1, -2) -> (0, 0) after centring -> 0
     assert idx[0, 5] == 0 and idx[5, 0] == (2 * 2 - 2) * (2 * 3 - 1) + (2 * 3 - 2)
     assert idx.diagonal().unique().tolist() == [(2 - 1) * (2 * 3 - 1) + (3 - 1)]
+
+
+@pytest.mark.parametrize('shifts', [(0, 0), (-3, -3), (3, 3), (-5, 2), (7, -7)])
+def test_roll_by_gather_is_torch_roll(shifts) -> None:
+    """The roll an exported graph takes (symbolic shifts) is torch.roll for every shift
+    within the size, both signs and zero."""
+    x = torch.randn(2, 7, 9, 3)
+    assert torch.equal(roll_by_gather(x, shifts, (1, 2)), torch.roll(x, shifts, (1, 2)))
