@@ -4,6 +4,7 @@ features, at sizes and batches other than the trace's, including sizes where a s
 switches off and where the last stage is smaller than its window."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 
@@ -15,13 +16,14 @@ from torch import nn
 from paths import TOY_DETECTION_CONFIG, TOY_SEGMENTATION_CONFIG
 from swin_backbone import SwinTransformer, SwinTransformerV2
 from swin_backbone.deploy import (DetectorFeatures, ExportableAdaptiveAvgPool2d,
-                                  MissingDeployDependency, SegmentorLogits, export_onnx,
-                                  onnxruntime_session, openvino_model, run_onnxruntime,
-                                  run_openvino)
+                                  MissingDeployDependency, SegmentorLogits, differences_to_eager,
+                                  export_onnx, onnxruntime_session, openvino_model,
+                                  run_onnxruntime, run_openvino)
 
 _MISSING = [m for m in ('onnx', 'onnxscript', 'onnxruntime') if importlib.util.find_spec(m) is None]
 needs_exporter = pytest.mark.skipif(
-    bool(_MISSING), reason=f"deploy extras absent ({', '.join(_MISSING)}): pip install -e '.[deploy]'")
+    bool(_MISSING),
+    reason=f"deploy extras absent ({', '.join(_MISSING)}): pip install -e '.[deploy]'")
 
 # Window 4, stride 32 at the last stage. 7x9: stage 0 is one window (no shift) while the trace
 # shifted it; 20x20: the last stage is 1x1, smaller than its window; 48x300 elongated; 37x53
@@ -37,14 +39,9 @@ def assert_matches_eager(model: nn.Module, run, sizes=SIZES) -> None:
         x = torch.randn(batch, 3, h, w, generator=generator)
         with torch.no_grad():
             eager = model(x)
-        eager = eager if isinstance(eager, (tuple, list)) else (eager,)
-        got = run(x)
-        assert len(got) == len(eager)
-        for i, (want, have) in enumerate(zip(eager, got)):
-            assert have.shape == tuple(want.shape), (batch, h, w, i)
-            tolerance = 1e-4 * max(1., want.abs().max().item())
-            diff = float(np.abs(want.numpy() - have).max())
-            assert diff <= tolerance, f'{(batch, h, w)} output {i}: max |diff| {diff:.2e}'
+        for i, (diff, scale) in enumerate(differences_to_eager(eager, run(x))):  # shapes too
+            assert diff <= 1e-4 * max(1., scale), \
+                f'{(batch, h, w)} output {i}: max |diff| {diff:.2e}'
 
 
 def _backbone(version: int) -> nn.Module:
@@ -84,15 +81,10 @@ def test_backbone_file_runs_in_openvino(exported_backbone) -> None:
 def test_export_is_deterministic_and_leaves_the_model_alone(exported_backbone, tmp_path) -> None:
     from swin_backbone.cpu import accelerate, is_accelerated
     model, path = exported_backbone
-    accelerated = accelerate(_copy(model))
+    accelerated = accelerate(copy.deepcopy(model))
     again = export_onnx(accelerated, tmp_path / 'again.onnx', torch.randn(1, 3, 64, 64))
     assert again.read_bytes() == path.read_bytes()  # and the CPU layer was not exported
     assert is_accelerated(accelerated)
-
-
-def _copy(model: nn.Module) -> nn.Module:
-    import copy
-    return copy.deepcopy(model)
 
 
 def test_existing_file_is_not_overwritten(tmp_path) -> None:

@@ -61,9 +61,12 @@ def tracing_input(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
 
 
 def _check_example(example: torch.Tensor) -> None:
-    if not isinstance(example, torch.Tensor) or example.ndim != 4 or not example.is_floating_point():
-        shape = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__
-        raise ValueError(f'example_input must be a floating-point (B, C, H, W) tensor, got {shape}')
+    if not isinstance(example, torch.Tensor):
+        raise ValueError(f'example_input must be a (B, C, H, W) tensor, got '
+                         f'{type(example).__name__}')
+    if example.ndim != 4 or not example.is_floating_point():
+        raise ValueError('example_input must be a floating-point (B, C, H, W) tensor, got '
+                         f'{example.dtype} of shape {tuple(example.shape)}')
 
 
 def _capture(model: nn.Module, x: torch.Tensor, dynamic: bool) -> torch.export.ExportedProgram:
@@ -82,19 +85,14 @@ def _capture(model: nn.Module, x: torch.Tensor, dynamic: bool) -> torch.export.E
                                    strict=False)
 
 
-def _drop_stack_traces(path: str) -> None:
-    """Remove the exporter's per-node Python stack traces: they name generated FX modules by
-    a process-wide counter (``<eval_with_key>.263``), which would make two exports of the
-    same model differ."""
-    onnx = require('onnx', 'ONNX export')
-    model = onnx.load(path)
-    graphs = [model.graph] + [f for f in model.functions]
+def _drop_stack_traces(model) -> None:
+    """Remove the exporter's per-node Python stack traces from an ``onnx_ir.Model``: they
+    name generated FX modules by a process-wide counter (``<eval_with_key>.263``), which
+    would make two exports of the same model differ."""
+    graphs = [model.graph, *model.functions.values()]
     for graph in graphs:
-        for node in graph.node:
-            kept = [p for p in node.metadata_props if p.key != 'pkg.torch.onnx.stack_trace']
-            del node.metadata_props[:]
-            node.metadata_props.extend(kept)
-    onnx.save(model, path)
+        for node in graph.all_nodes():
+            node.metadata_props.pop('pkg.torch.onnx.stack_trace', None)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.Tensor, *,
@@ -141,8 +139,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example_input: torch.
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
+        _drop_stack_traces(onnx_program.model)
         onnx_program.save(tmp, external_data=False)
-        _drop_stack_traces(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -6,6 +6,7 @@ back as float32 numpy arrays in the graph's output order.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,8 @@ import torch
 
 from .errors import require
 
-__all__ = ['onnxruntime_session', 'openvino_bf16_available', 'openvino_model',
-           'run_onnxruntime', 'run_openvino']
+__all__ = ['differences_to_eager', 'onnxruntime_session', 'openvino_bf16_available',
+           'openvino_model', 'run_onnxruntime', 'run_openvino']
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -73,3 +74,23 @@ def run_openvino(compiled: Any, x: torch.Tensor | np.ndarray) -> list[np.ndarray
     """Outputs of an :func:`openvino_model` for input ``x``, in the graph's order."""
     result = compiled(_as_numpy(x))
     return [np.asarray(result[output], dtype=np.float32) for output in compiled.outputs]
+
+
+def differences_to_eager(eager: torch.Tensor | Sequence[torch.Tensor],
+                         got: Sequence[np.ndarray]) -> list[tuple[float, float]]:
+    """Per output, ``(max |got - eager|, max |eager|)``; ``eager`` is what the PyTorch module
+    returned (a tensor or a tuple of them), ``got`` a runtime's outputs in the same order.
+
+    Raises:
+        ValueError: the output counts or an output's shape differ.
+    """
+    eager = (eager,) if isinstance(eager, torch.Tensor) else tuple(eager)
+    if len(eager) != len(got):
+        raise ValueError(f'the file gives {len(got)} outputs, eager {len(eager)}')
+    rows = []
+    for i, (want, have) in enumerate(zip(eager, got)):
+        want = _as_numpy(want)
+        if np.shape(have) != want.shape:
+            raise ValueError(f'output {i}: the file gives {np.shape(have)}, eager {want.shape}')
+        rows.append((float(np.abs(want - have).max()), float(np.abs(want).max())))
+    return rows

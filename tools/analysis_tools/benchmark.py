@@ -301,8 +301,9 @@ def deployment(groups: dict[int, list[Backbone]], size: tuple[int, int], repeats
     """Rows timing the exported reference model (dynamic batch, H, W) in ONNX Runtime and
     OpenVINO (fp32; bf16 where the CPU plugin offers it) against our and timm's eager fp32,
     each with its outputs' largest difference to our eager reference."""
-    from swin_backbone.deploy import (export_onnx, onnxruntime_session, openvino_bf16_available,
-                                      openvino_model, run_onnxruntime, run_openvino)
+    from swin_backbone.deploy import (differences_to_eager, export_onnx, onnxruntime_session,
+                                      openvino_bf16_available, openvino_model, run_onnxruntime,
+                                      run_openvino)
     x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
     rows = []
@@ -322,11 +323,11 @@ def deployment(groups: dict[int, list[Backbone]], size: tuple[int, int], repeats
             compiled = openvino_model(path, precision, threads)
             fns[f'OpenVINO {precision}'] = lambda c=compiled: run_openvino(c, x)
         with torch.no_grad():
-            want = [t.numpy() for t in reference(x)]
+            want = reference(x)
         notes = {}
         for name, fn in fns.items():
             got = [np.asarray(t) for t in fn()]
-            diff = max(float(np.abs(w - g).max()) for w, g in zip(want, got))
+            diff = max(d for d, _ in differences_to_eager(want, got))
             notes[name] = f'max abs diff {diff:.1e}'
         notes[f'ours V{version}'] += f'; export {export_s:.0f} s, {path.stat().st_size >> 20} MiB'
         rows += summarise(f'V{version} deployed {size[0]}x{size[1]}', interleaved(fns, repeats),

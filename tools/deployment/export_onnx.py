@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 from mmengine.config import DictAction
 
-from swin_backbone.deploy import EXPORT_TARGETS, build_export_target, export_onnx
+from swin_backbone.deploy import (EXPORT_TARGETS, build_export_target, differences_to_eager,
+                                  export_onnx, run_onnxruntime)
 from swin_backbone.deploy.onnx_export import DEFAULT_OPSET
 
 
@@ -52,19 +52,16 @@ def main(argv: list[str] | None = None) -> None:
           f"{'dynamic batch, H, W' if args.dynamic else f'fixed 1x3x{h}x{w}'}) "
           f'in {time.perf_counter() - start:.0f} s')
     try:
-        from swin_backbone.deploy import run_onnxruntime
         got = run_onnxruntime(path, example)
     except ImportError as error:
         print(f'not checked in ONNX Runtime: {error}')
         return
     with torch.no_grad():
         eager = target.module(example)
-    eager = eager if isinstance(eager, (tuple, list)) else (eager,)
-    for name, want, have in zip(target.output_names, eager, got):
-        diff = float(np.abs(want.numpy() - have).max())
+    for name, have, (diff, scale) in zip(target.output_names, got,
+                                         differences_to_eager(eager, got)):
         print(f'{name}: {tuple(have.shape)} max |onnxruntime - eager| {diff:.2e} '
-              f'(max |eager| {want.abs().max().item():.3g})')
-
+              f'(max |eager| {scale:.3g})')
 
 if __name__ == '__main__':
     main()

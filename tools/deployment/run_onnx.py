@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 from mmengine.config import DictAction
 
-from swin_backbone.deploy import (EXPORT_TARGETS, build_export_target, onnxruntime_session,
-                                  openvino_model, run_onnxruntime, run_openvino)
+from swin_backbone.deploy import (EXPORT_TARGETS, build_export_target, differences_to_eager,
+                                  onnxruntime_session, openvino_model, run_onnxruntime,
+                                  run_openvino)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         x = target.model.data_preprocessor({'inputs': [image] * args.batch}, False)['inputs']
         eager = target.module(x)
-    eager = eager if isinstance(eager, (tuple, list)) else (eager,)
     if args.runtime == 'onnxruntime':
         session = onnxruntime_session(args.file)
         run = lambda: run_onnxruntime(session, x)  # noqa: E731
@@ -69,13 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     seconds = time.perf_counter() - start
     print(f'{args.runtime} ({args.precision if args.runtime == "openvino" else "f32"}) on '
           f'{tuple(x.shape)}: {seconds:.3f} s (first run)')
-    for name, want, have in zip(target.output_names, eager, got):
-        if have.shape != tuple(want.shape):
-            raise SystemExit(f'{name}: the file gives {have.shape}, eager {tuple(want.shape)}')
-        diff = float(np.abs(want.numpy() - have).max())
-        scale = max(1., want.abs().max().item())
-        print(f'{name}: {tuple(have.shape)} max |diff| {diff:.2e}, relative {diff / scale:.2e}')
-
+    try:
+        differences = differences_to_eager(eager, got)
+    except ValueError as error:
+        raise SystemExit(f'{args.file} does not fit {args.config} --what {args.what}: {error}')
+    for name, have, (diff, scale) in zip(target.output_names, got, differences):
+        print(f'{name}: {tuple(have.shape)} max |diff| {diff:.2e}, relative '
+              f'{diff / max(1., scale):.2e}')
 
 if __name__ == '__main__':
     main()
