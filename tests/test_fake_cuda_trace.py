@@ -1,6 +1,7 @@
 """What a CUDA forward and training step of the backbone run, traced on fake CUDA tensors
-(``tests/fake_cuda.py``) on this CPU-only build: one SDPA call per block, exactly one GEMM per
-linear layer applied, no CPU tensors, and nothing but parameters and buffers kept by the
+(``tests/fake_cuda.py``) on this CPU-only build: one SDPA call per regular block and one per
+region of a shifted block (interior, last row, last column, corner: ``models.window.
+attend_by_region``), exactly one GEMM per linear layer applied, no CPU tensors, and nothing but parameters and buffers kept by the
 modules afterwards. The accelerated model (``swin_backbone.cpu``) runs the same on CUDA."""
 from __future__ import annotations
 
@@ -15,12 +16,22 @@ SHAPE = (2, 3, 800, 1344)
 MiB = 1 << 20
 
 
+REGIONS = 4  # of a shifted block whose map has more than one window along both dimensions
+
+
 def _linear_layers_applied(model: torch.nn.Module) -> int:
-    """qkv, proj, fc1, fc2 per block, V2's two log-CPB layers, one per patch merging."""
+    """fc1, fc2 per block; qkv and proj once per regular block and once per region of a
+    shifted one; V2's two log-CPB layers once per block; one per patch merging."""
     blocks = sum(len(stage.blocks) for stage in model.stages)
+    shifted = sum(block.shifted for stage in model.stages for block in stage.blocks)
     mergings = sum(stage.downsample is not None for stage in model.stages)
-    per_block = 6 if isinstance(model, SwinTransformerV2) else 4
-    return per_block * blocks + mergings
+    attention = 2 * (blocks - shifted + REGIONS * shifted)
+    log_cpb = 2 * blocks if isinstance(model, SwinTransformerV2) else 0
+    return 2 * blocks + attention + log_cpb + mergings
+
+
+def _sdpa_calls(model: torch.nn.Module) -> int:
+    return sum(REGIONS if block.shifted else 1 for stage in model.stages for block in stage.blocks)
 
 
 def _models() -> list[tuple[str, torch.nn.Module]]:
@@ -46,9 +57,10 @@ def _assert_cuda_only(trace) -> None:
 def test_inference_forward_on_cuda(models, name: str) -> None:
     model = models[name].eval()
     trace = trace_fake_cuda(model, SHAPE)
-    blocks = sum(len(stage.blocks) for stage in model.stages)
-    assert trace.sdpa_calls == blocks == 12
-    assert trace.forward_gemms == _linear_layers_applied(model) == (75 if 'v2' in name else 51)
+    # 800x1344: every stage has more than one window along both dimensions, so 6 of the 12
+    # blocks attend in 4 regions.
+    assert trace.sdpa_calls == _sdpa_calls(model) == 6 + 6 * REGIONS
+    assert trace.forward_gemms == _linear_layers_applied(model) == (111 if 'v2' in name else 87)
     assert trace.nn_calls['linear'] == trace.forward_gemms  # no chunk loops
     _assert_cuda_only(trace)
     assert trace.retained_bytes < MiB, trace.retained[:3]
@@ -62,11 +74,11 @@ def test_inference_forward_on_cuda(models, name: str) -> None:
 def test_training_step_on_cuda(models, autocast_dtype) -> None:
     model = models['v2'].train()
     trace = trace_fake_cuda(model, SHAPE, train=True, autocast_dtype=autocast_dtype)
-    assert trace.sdpa_calls == 12
-    assert trace.forward_gemms == 75
+    assert trace.sdpa_calls == 6 + 6 * REGIONS
+    assert trace.forward_gemms == 111
     # Two GEMMs per linear layer in backward (input and weight gradients), except the
     # log-CPB MLP's first layer, whose input is a constant table: weight gradient only.
-    assert trace.backward_gemms == 2 * 75 - 12
+    assert trace.backward_gemms == 2 * 111 - 12
     assert trace.params_without_grad == []
     _assert_cuda_only(trace)
     assert trace.retained_bytes < MiB, trace.retained[:3]

@@ -1,4 +1,4 @@
-"""The CPU layer's inference caches (oneDNN-packed weights, the attention bias + shift mask)
+"""The CPU layer's inference caches (oneDNN-packed weights, the attention bias + edge masks)
 never outlive the weights they were built from, even when a write leaves the version counter
 alone: ``AdamW(fused=True)`` steps and writes through ``.data`` (mmengine's ``EMAHook``).
 The reference model keeps no caches."""
@@ -102,11 +102,16 @@ def test_caches_are_reused_between_inference_forwards(cls: type) -> None:
     linears = [m for n, m in model.named_modules()
                if isinstance(m, OneDnnLinear) and '.cpb_mlp.' not in n]
     assert len(attention) == 4 and len(linears) > 16
-    masks = [m._mask_cache[1] for m in attention]
+    # A regular block's one bias; a shifted block's bias with each of its three edge masks
+    # and alone (its interior windows).
+    assert [len(m._mask_cache) for m in attention] == [1, 4, 1, 4]
+    masks = [[mask for _, mask in m._mask_cache] for m in attention]
     packed = [dict(m._packed) for m in linears]
     assert all(packed)
     _infer(model, x)
-    assert all(m._mask_cache[1] is mask for m, mask in zip(attention, masks))
+    assert all(len(m._mask_cache) == len(kept) and all(a is b for (_, a), b in
+                                                        zip(m._mask_cache, kept))
+               for m, kept in zip(attention, masks))
     assert all(m._packed[k][1] is v[1] for m, p in zip(linears, packed) for k, v in p.items())
     clone = copy.deepcopy(model)
     _assert_close(_infer(clone, x), _infer(model, x))

@@ -37,21 +37,22 @@ def test_chunked_feed_forward_equals_whole_map(cls, monkeypatch) -> None:
 
 @pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
 def test_chunked_window_attention_equals_whole_map(cls, monkeypatch) -> None:
-    """Large maps attend in chunks of windows without autograd (chunks never straddle two
-    images: each takes its slice of the per-window shift mask)."""
+    """Large maps attend in chunks of windows without autograd, across images (every window
+    of a call shares its mask): a shifted block's four regions each in chunks."""
     monkeypatch.setattr(modules, '_CHUNK_ABOVE_BYTES', 0)
     monkeypatch.setattr(modules, '_CHUNK_BYTES', 7 * 16 * 32 * 4)  # 7 windows of 16 x 32
     torch.manual_seed(0)
     model = accelerate(cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1))).eval()
     x = torch.randn(2, 3, 77, 93)  # stage 1: 20 x 24 tokens, 5 x 6 = 30 windows per image
     chunk_sizes = []
-    proj = model.stages[0].blocks[1].attn.proj  # a shifted block: per-window masks
+    proj = model.stages[0].blocks[1].attn.proj  # a shifted block: four regions
     proj.register_forward_hook(lambda m, i, o: chunk_sizes.append(i[0].shape[0]))
     with torch.no_grad():
         chunked = model(x)
-        assert chunk_sizes == [7, 7, 7, 7, 2] * 2
+        # interior 2 x 4 x 5 = 40 windows, right column 2 x 4, bottom row 2 x 5, corner 2
+        assert chunk_sizes == [7] * 5 + [5] + [7, 1] + [7, 3] + [2]
         monkeypatch.setattr(modules, '_CHUNK_ABOVE_BYTES', 1 << 40)
         whole = model(x)
-    assert chunk_sizes[-1] == 2 * 30
+    assert chunk_sizes[-4:] == [40, 8, 10, 2]
     for a, b in zip(chunked, whole):
         assert_close_to_scale(a, b, 1e-5)

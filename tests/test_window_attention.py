@@ -81,7 +81,7 @@ def test_windowed_equals_brute_force(v2, size):
             windowed = block.attend_in_windows(x, layout)
             reference = brute_force_attention(block, x, layout.shift)
         torch.testing.assert_close(windowed, reference, rtol=0, atol=1e-10)
-    assert shifted.shift == (0 if size[0] <= 4 else 2, 2) and shifted.mask is not None
+    assert shifted.shift == (0 if size[0] <= 4 else 2, 2) and shifted.masks is not None
 
 
 def test_no_shift_along_a_dimension_that_fits_one_window():
@@ -104,3 +104,39 @@ def test_roll_by_gather_is_torch_roll(shifts) -> None:
     within the size, both signs and zero."""
     x = torch.randn(2, 7, 9, 3)
     assert torch.equal(roll_by_gather(x, shifts, (1, 2)), torch.roll(x, shifts, (1, 2)))
+
+
+class _PairTensors(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the shape of every op output whose last two dims are ``(N, N)``."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__()
+        self.tokens, self.shapes = tokens, set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.shape[-2:] == (self.tokens,) * 2:
+                self.shapes.add(tuple(t.shape))
+        return out
+
+
+@pytest.mark.parametrize('accelerated', [False, True], ids=['reference', 'cpu layer'])
+@pytest.mark.parametrize('cls', ['v1', 'v2'])
+def test_no_tensor_grows_with_windows_times_pairs(cls: str, accelerated: bool) -> None:
+    """A shifted layout of 12 x 15 windows builds its masks and biases as ``(h, N, N)`` at
+    most, never one per window (``(nW, N, N)`` or ``(nW, h, N, N)``); inference attends in
+    fused kernels, which build no ``(N, N)`` matrix per window either."""
+    from swin_backbone import SwinTransformer, SwinTransformerV2
+    from swin_backbone.cpu import accelerate
+    model = (SwinTransformerV2 if cls == 'v2' else SwinTransformer)(
+        arch=dict(embed_dims=24, depths=[2], num_heads=[2]), window_size=4, out_indices=(0,))
+    if accelerated:
+        accelerate(model)
+    x = torch.randn(2, 3, 4 * 48, 4 * 60)  # stage 0: 48 x 60 tokens, 12 x 15 windows
+    record = _PairTensors(16)
+    with torch.no_grad(), record:
+        model.eval()(x)
+        model(x)  # the CPU layer's second forward takes its caches
+    assert record.shapes and all(shape[:-2] in {(), (2,), (1, 2)} for shape in record.shapes), \
+        record.shapes

@@ -1,7 +1,7 @@
 """Opt-in CPU acceleration of a built backbone.
 
 ``swin_backbone.models`` is the reference model: plain ``nn.Linear``, one SDPA call per
-block, nothing kept between forwards, the same code on every device and dtype.
+window group, nothing kept between forwards, the same code on every device and dtype.
 :func:`accelerate` turns the modules of every Swin backbone inside a model into the CPU
 subclasses of :mod:`.modules` (oneDNN linears, recomputing training kernels, cached masks
 and chunked inference), in place and with the same parameters. Calls on other devices, under

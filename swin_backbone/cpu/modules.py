@@ -9,8 +9,8 @@ cover. What they add:
 
 * training (float32, gradients): the MLP and the window attention recompute their largest
   intermediates in backward (:mod:`.recompute`);
-* inference (no gradients): the attention bias + shift mask is cached between forwards
-  (keyed on the bias parameters' versions and the stage's cached shift mask), attention on
+* inference (no gradients): the attention bias + each edge mask is cached between forwards
+  (keyed on the bias parameters' versions and the stage's cached edge masks), attention on
   large maps runs over chunks of windows, and the MLP branch over chunks of tokens whose
   hidden activations stay in cache.
 """
@@ -68,7 +68,8 @@ class _CpuAttention:
     proj: nn.Linear
     proj_drop: nn.Dropout
     relative_position_bias: Callable[[], torch.Tensor]
-    _mask_cache: tuple[tuple, torch.Tensor] | None
+    # One entry per shift mask a module meets (a shifted block's three edge masks and None).
+    _mask_cache: list[tuple[tuple, torch.Tensor]] | None
 
     @classmethod
     def adopt(cls, module: nn.Module) -> None:
@@ -86,91 +87,67 @@ class _CpuAttention:
         state['_mask_cache'] = None
         return state
 
-    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B * nW, N, C)`` windows and the ``(nW, N, N)`` shift mask -> ``(B * nW, N, C)``."""
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B * nW, N, C)`` windows, the ``(N, N)`` shift mask they share (or None) and
+        the bias if known -> ``(B * nW, N, C)``; inference uses the cached bias + mask."""
         if not eager(x):
-            return super().forward(x, shift_mask)  # type: ignore[misc]
+            return super().forward(x, shift_mask, bias)  # type: ignore[misc]
         if torch.is_grad_enabled():
             self._mask_cache = None  # an optimiser step may follow, see train()
             if (_FUSED_ATTENTION and eager_cpu_float32(x) and x.requires_grad
                     and not (self.training and self.attn_drop > 0)):
-                out = window_attention(self._qkv_heads(x), self.relative_position_bias(),
-                                       shift_mask, self._logit_scale(), self._kernel_scale())
+                if bias is None:
+                    bias = self.relative_position_bias()
+                out = window_attention(self._qkv_heads(x), bias, shift_mask,
+                                       self._logit_scale(), self._kernel_scale())
                 return self._project(out)
-            return super().forward(x, shift_mask)  # type: ignore[misc]
-        if x.numel() * x.element_size() > _CHUNK_ABOVE_BYTES:
-            return self._forward_in_chunks(x, shift_mask)
-        qkv = self._qkv_heads(x)
-        mask = self._cached_mask(shift_mask, qkv.dtype)
-        return self._project(self._attend(qkv, mask, shift_mask is not None))
-
-    def _forward_in_chunks(self, x: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
-        """Inference over chunks of windows (never across images), each with its slice of
-        the cached mask; the same result, ``(B * nW, N, C)``."""
+            return super().forward(x, shift_mask, bias)  # type: ignore[misc]
+        mask = None
+        if x.numel() * x.element_size() <= _CHUNK_ABOVE_BYTES:
+            qkv = self._qkv_heads(x)
+            return self._project(self._attend(qkv, self._cached_mask(shift_mask, qkv.dtype)))
+        # Large calls over chunks of windows, each attending with the same broadcast mask.
         b_, n, c = x.shape
-        h = self.num_heads
-        n_windows = b_ if shift_mask is None else shift_mask.shape[0]
         rows = max(1, _CHUNK_BYTES // (n * c * x.element_size()))
-        full_mask = None
         out = torch.empty_like(x)
-        for image_start in range(0, b_, n_windows):
-            for first in range(0, n_windows, rows):
-                count = min(rows, n_windows - first)
-                part = slice(image_start + first, image_start + first + count)
-                qkv = self._qkv_heads(x[part])
-                if full_mask is None:  # (1, h or nW * h, N, N), cached across forwards
-                    full_mask = self._cached_mask(shift_mask, qkv.dtype)
-                if shift_mask is None:
-                    out[part] = self._project(self._attend(qkv, full_mask, False))
-                else:
-                    mask = full_mask[:, first * h:(first + count) * h]
-                    out[part] = self._project(self._attend(qkv, mask, True))
+        for first in range(0, b_, rows):
+            part = slice(first, first + rows)
+            qkv = self._qkv_heads(x[part])
+            if mask is None:
+                mask = self._cached_mask(shift_mask, qkv.dtype)
+            out[part] = self._project(self._attend(qkv, mask))
         return out
 
     def _cached_mask(self, shift_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        """Bias plus shift mask, ``(1, h, N, N)`` without shift, else ``(1, nW * h, N, N)``.
+        """Bias plus shift mask, ``(1, h, N, N)``.
 
         Kept between inference forwards, keyed by the shift mask (the stage's cached tensor,
         held by the key, so identity is safe), the dtype and the version counters and
         storages of the bias parameters, so loading weights invalidates it.
         """
         params = tuple((p._version, p.data_ptr()) for p in self._bias_parameters())
-        key = (shift_mask, dtype, params)
-        cached = self._mask_cache
-        if (cached is not None and cached[0][0] is shift_mask
-                and cached[0][1:] == key[1:]):
-            return cached[1]
-        mask = self.relative_position_bias().unsqueeze(0)  # (1, h, N, N)
+        cache = self._mask_cache if self._mask_cache is not None else []
+        for key, mask in cache:
+            if key[0] is shift_mask and key[1:] == (dtype, params):
+                return mask
+        mask = self.relative_position_bias()  # (h, N, N)
         if shift_mask is not None:
-            n = mask.shape[-1]
-            mask = (mask + shift_mask.unsqueeze(1)).view(1, -1, n, n)  # (1, nW * h, N, N)
-        mask = mask.to(dtype)
-        self._mask_cache = (key, mask)
+            mask = mask + shift_mask
+        mask = mask.unsqueeze(0).to(dtype)
+        # Entries of a layout no longer in use (other masks, old weights) go.
+        self._mask_cache = [entry for entry in cache[-3:] if entry[0][1:] == (dtype, params)]
+        self._mask_cache.append(((shift_mask, dtype, params), mask))
         return mask
 
-    def _attend(self, qkv: torch.Tensor, mask: torch.Tensor, per_window: bool) -> torch.Tensor:
-        """``(3, B * nW, h, N, d)`` q, k, v and a mask from :meth:`_cached_mask` (or a slice
-        of it over whole windows) -> ``(B * nW, h, N, d)``.
-
-        A per-window mask is either broadcast to ``(B * nW, h, N, N)`` (free for a batch
-        of one, and the smaller copy while ``N < 3 * head_dim``), or the windows are folded
-        into the head axis, ``(B, nW * h, N, d)``, so that it broadcasts over the batch.
-        """
+    def _attend(self, qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(3, B * nW, h, N, d)`` q, k, v and a ``(1, h, N, N)`` mask from
+        :meth:`_cached_mask` -> ``(B * nW, h, N, d)``."""
         q, k = self._scaled_qk_for_inference(qkv[0], qkv[1])
         v = qkv[2]
         q, k = q.to(v.dtype), k.to(v.dtype)
-        b_, h, n, d = v.shape
-        if per_window:
-            n_windows = mask.shape[1] // h
-            batch = b_ // n_windows
-            if batch == 1 or n < 3 * d:
-                mask = mask.view(1, n_windows, h, n, n).expand(batch, -1, -1, -1, -1)
-                mask = mask.reshape(b_, h, n, n)
-            else:
-                q, k, v = (t.reshape(batch, n_windows * h, n, d) for t in (q, k, v))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                                               scale=self._kernel_scale())
-        return out.reshape(b_, h, n, d)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                                scale=self._kernel_scale())
 
     def _project(self, out: torch.Tensor) -> torch.Tensor:
         """``(B * nW, h, N, d)`` -> ``(B * nW, N, C)``."""
@@ -284,23 +261,22 @@ class CpuSwinBlockV2(_ChunkedFeedForward, SwinBlockV2):
 
 
 class CpuSwinStage(SwinStage):
-    """:class:`SwinStage` that keeps its CPU shift mask between forwards of one map size,
+    """:class:`SwinStage` that keeps its CPU edge masks between forwards with the same shift,
     which lets the attention modules keep their bias + mask too."""
 
-    _mask_cache: tuple[tuple, torch.Tensor] | None
+    _mask_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None
 
     @classmethod
     def adopt(cls, module: SwinStage) -> None:
         module.__class__ = cls
         module._mask_cache = None
 
-    def shift_mask(self, padded: tuple[int, int], shift: tuple[int, int],
-                   device: torch.device) -> torch.Tensor:
+    def edge_masks(self, shift: tuple[int, int], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if device.type != 'cpu' or not eager():
-            return super().shift_mask(padded, shift, device)
-        key = (padded, shift)
-        if self._mask_cache is None or self._mask_cache[0] != key:
-            self._mask_cache = (key, super().shift_mask(padded, shift, device))
+            return super().edge_masks(shift, device)
+        if self._mask_cache is None or self._mask_cache[0] != shift:
+            self._mask_cache = (shift, super().edge_masks(shift, device))
         return self._mask_cache[1]
 
     def __getstate__(self) -> dict:

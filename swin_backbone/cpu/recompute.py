@@ -34,6 +34,7 @@ def fused_attention_available() -> bool:
 
 
 HIDDEN_PER_CHUNK = 1 << 21  # MLP hidden activations per chunk of tokens (8 MiB in float32)
+BACKWARD_PAIRS_PER_CHUNK = 1 << 23  # attention probabilities per chunk of windows (32 MiB)
 
 
 class _GeluMlp(torch.autograd.Function):
@@ -133,17 +134,7 @@ class _WindowAttention(torch.autograd.Function):
             q, k = q * (inv_q * logit_scale), k * inv_k
         mask = _additive_mask(bias, shift_mask)
         kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-        if mask.shape[0] == 1 or mask.shape[0] == q.shape[0]:
-            out, lse = kernel(q, k, v, attn_mask=mask, scale=scale)
-        else:  # one image at a time, so that the per-window mask lines up with the windows
-            n_windows = mask.shape[0]
-            b_, h, n, d = q.shape
-            out = q.new_empty(b_, n, h, d).transpose(1, 2)  # the layout the kernel returns
-            lse = q.new_empty(b_, h, n)
-            for i in range(0, b_, n_windows):
-                part = slice(i, i + n_windows)
-                out_i, lse[part] = kernel(q[part], k[part], v[part], attn_mask=mask, scale=scale)
-                out[part] = out_i
+        out, lse = kernel(q, k, v, attn_mask=mask, scale=scale)
         ctx.save_for_backward(qkv, bias, shift_mask, logit_scale, inv_q, inv_k, lse)
         ctx.scale = scale
         return out
@@ -161,40 +152,46 @@ class _WindowAttention(torch.autograd.Function):
             q, k = q.contiguous(), k.contiguous()
         mask = _additive_mask(bias, shift_mask)
         b_, h, n, _ = q.shape
-        probs = torch.matmul(q, k.transpose(-1, -2))  # (B * nW, h, N, N)
-        if scale != 1.:
-            probs.mul_(scale)
-        probs.view(-1, *mask.shape).add_(mask)
-        probs.sub_(lse.unsqueeze(-1)).exp_()
         grad_qkv = torch.empty_like(qkv)  # same strides: the projection's gradient is dense
-        grad_qkv[2].copy_(torch.matmul(probs.transpose(-1, -2), grad_out))
-        grad_logits = torch.matmul(grad_out, v.transpose(-1, -2))
-        grad_logits.sub_((grad_logits * probs).sum(-1, keepdim=True)).mul_(probs)
-        del probs
-        grad_bias = None
-        if ctx.needs_input_grad[1]:
-            grad_bias = grad_logits.view(-1, h, n, n).sum(0)
-        if scale != 1.:
-            grad_logits.mul_(scale)
-        grad_q = torch.matmul(grad_logits, k)
-        grad_k = torch.matmul(grad_logits.transpose(-1, -2), q)
-        grad_scale = None
-        if logit_scale is None:
-            grad_qkv[0].copy_(grad_q)
-            grad_qkv[1].copy_(grad_k)
-        else:
+        grad_bias = grad_scale = None
+        # The probabilities are recomputed over chunks of windows: (windows, h, N, N) at once
+        # would be the largest tensor of the step at high resolution (453 MiB per block for
+        # SwinV2-T window 16 at 1536x1536, twice with their gradient).
+        rows = max(1, BACKWARD_PAIRS_PER_CHUNK // (h * n * n))
+        for first in range(0, b_, rows):
+            w = slice(first, first + rows)
+            probs = torch.matmul(q[w], k[w].transpose(-1, -2))  # (windows, h, N, N)
+            if scale != 1.:
+                probs.mul_(scale)
+            probs.add_(mask)
+            probs.sub_(lse[w].unsqueeze(-1)).exp_()
+            grad_qkv[2, w].copy_(torch.matmul(probs.transpose(-1, -2), grad_out[w]))
+            grad_logits = torch.matmul(grad_out[w], v[w].transpose(-1, -2))
+            grad_logits.sub_((grad_logits * probs).sum(-1, keepdim=True)).mul_(probs)
+            del probs
+            if ctx.needs_input_grad[1]:
+                grad_bias = _accumulate(grad_bias, grad_logits.sum(0))
+            if scale != 1.:
+                grad_logits.mul_(scale)
+            grad_q = torch.matmul(grad_logits, k[w])
+            grad_k = torch.matmul(grad_logits.transpose(-1, -2), q[w])
+            if logit_scale is None:
+                grad_qkv[0, w].copy_(grad_q)
+                grad_qkv[1, w].copy_(grad_k)
+                continue
             if ctx.needs_input_grad[3]:
-                grad_scale = (grad_q * unit_q).sum((0, 2, 3)).view(logit_scale.shape)
-            _unit_vectors_backward(grad_q.mul_(logit_scale), unit_q, inv_q, out=grad_qkv[0])
-            _unit_vectors_backward(grad_k, unit_k, inv_k, out=grad_qkv[1])
+                grad_scale = _accumulate(grad_scale, (grad_q * unit_q[w]).sum((0, 2, 3)))
+            _unit_vectors_backward(grad_q.mul_(logit_scale), unit_q[w], inv_q[w],
+                                   out=grad_qkv[0, w])
+            _unit_vectors_backward(grad_k, unit_k[w], inv_k[w], out=grad_qkv[1, w])
+        if grad_scale is not None:
+            grad_scale = grad_scale.view(logit_scale.shape)
         return grad_qkv, grad_bias, None, grad_scale, None
 
 
 def _additive_mask(bias: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
-    """Bias ``(h, N, N)`` plus shift mask ``(nW, N, N)``: ``(1 or nW, h, N, N)``."""
-    if shift_mask is None:
-        return bias.unsqueeze(0)
-    return bias.unsqueeze(0) + shift_mask.unsqueeze(1)
+    """Bias ``(h, N, N)`` plus the shift mask ``(N, N)`` every window shares: ``(1, h, N, N)``."""
+    return (bias if shift_mask is None else bias + shift_mask).unsqueeze(0)
 
 
 def window_attention(qkv: torch.Tensor, bias: torch.Tensor, shift_mask: torch.Tensor | None,

@@ -3,7 +3,7 @@ counts what our blocks compute.
 
 mmengine 0.10's ``FlopAnalyzer`` has no handle for ``aten::scaled_dot_product_attention``
 and skips it with a warning: every window attention of our backbones (one SDPA call per
-block) would count as zero.
+regular block, four per shifted one) would count as zero.
 """
 from __future__ import annotations
 

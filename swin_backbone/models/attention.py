@@ -4,10 +4,10 @@ Two explicit classes, each with its whole ``forward``, rather than a V2 subclass
 versions differ in the qkv biases, the similarity, the bias and the kernel's scale, which
 is every step of the forward; a subclass would override them all through hooks. What they
 share are the functions below: splitting heads, one ``F.scaled_dot_product_attention``
-call over all windows, merging heads.
+call over the windows given, merging heads.
 
-The relative position bias and the shifted-window mask are folded into one additive
-``attn_mask``. V2 fits the same kernel by normalising q and k and folding the clamped logit
+The relative position bias and the shifted-window mask (one ``(N, N)`` pattern shared by
+every window of a call) are folded into one additive ``(1, h, N, N)`` ``attn_mask``. V2 fits the same kernel by normalising q and k and folding the clamped logit
 scale into q, so the kernel's own scale is 1 (SwinV2 section 3.2). The bias, the logit
 scale and V2's normalisation run in float32 whatever the model's dtype or autocast, and
 q, k, v enter the kernel in v's dtype.
@@ -43,32 +43,23 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
 def attend_in_windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
                       shift_mask: torch.Tensor | None, scale: float,
                       dropout_p: float = 0.) -> torch.Tensor:
-    """``softmax(scale * q k^T + bias + shift_mask) v`` in one SDPA call.
+    """``softmax(scale * q k^T + bias + shift_mask) v`` in one SDPA call whose
+    ``(1, h, N, N)`` mask is broadcast over the windows.
 
     Args:
-        q, k, v: ``(B * nW, h, N, d)``, windows image-major.
+        q, k, v: ``(B * nW, h, N, d)``.
         bias: ``(h, N, N)`` relative position bias.
-        shift_mask: ``(nW, N, N)`` additive mask of a shifted layout, or None.
+        shift_mask: ``(N, N)`` additive mask shared by every window of the call (one group
+            of a shifted layout's windows, :func:`~.window.attend_by_region`), or None.
         scale: multiplier of ``q k^T``.
         dropout_p: dropout on the attention weights.
 
     Returns:
         ``(B * nW, h, N, d)``.
     """
-    if shift_mask is None:  # one (1, h, N, N) mask broadcast over every window
-        mask = bias.unsqueeze(0).to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                              scale=scale)
-    b_, h, n, d = q.shape
-    n_windows = shift_mask.shape[0]
-    # Windows folded into the head axis, (B, nW * h, N, d), so that the per-window mask
-    # (1, nW * h, N, N) broadcasts over the images instead of being copied for each.
-    mask = (bias.unsqueeze(0) + shift_mask.unsqueeze(1)).to(q.dtype).view(1, n_windows * h, n, n)
-    folded = (b_ // n_windows, n_windows * h, n, d)
-    q, k, v = q.reshape(folded), k.reshape(folded), v.reshape(folded)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                         scale=scale)
-    return out.reshape(b_, h, n, d)
+    mask = bias if shift_mask is None else bias + shift_mask
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0).to(q.dtype),
+                                          dropout_p=dropout_p, scale=scale)
 
 
 def unit_vectors(x: torch.Tensor) -> torch.Tensor:
@@ -122,11 +113,15 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return upcast(bias).view(n, n, -1).permute(2, 0, 1).contiguous()
 
-    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B * nW, N, C)`` windows (image-major, as from ``window_partition``) and the
-        ``(nW, N, N)`` shift mask of a shifted layout -> ``(B * nW, N, C)``."""
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B * nW, N, C)`` windows and the ``(N, N)`` shift mask they share (or None)
+        -> ``(B * nW, N, C)``. ``bias``: :meth:`relative_position_bias`, if the caller has
+        it already (a shifted block attends its regions in several calls)."""
+        if bias is None:
+            bias = self.relative_position_bias()
         q, k, v = split_heads(self.qkv(x), self.num_heads)  # (B * nW, h, N, d) each
-        out = attend_in_windows(q, k, v, self.relative_position_bias(), shift_mask, self.scale,
+        out = attend_in_windows(q, k, v, bias, shift_mask, self.scale,
                                 self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(merge_heads(out)))
 
@@ -193,15 +188,18 @@ class CosineWindowAttention(nn.Module):
         """``exp(min(logit_scale, log 100))``, ``(h, 1, 1)`` in float32 or wider."""
         return torch.clamp(upcast(self.logit_scale), max=self.max_logit_scale).exp()
 
-    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B * nW, N, C)`` windows and an optional ``(nW, N, N)`` shift mask ->
-        ``(B * nW, N, C)``; see :meth:`WindowAttention.forward`."""
+    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B * nW, N, C)`` windows, an optional ``(N, N)`` shift mask they share and the
+        bias if known -> ``(B * nW, N, C)``; see :meth:`WindowAttention.forward`."""
+        if bias is None:
+            bias = self.relative_position_bias()
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias())
         q, k, v = split_heads(qkv, self.num_heads)  # (B * nW, h, N, d) each
         # Cosine similarity times the logit scale, in float32: the logits reach 100, and
         # fp16 products of unnormalised activations overflow.
         q = (unit_vectors(upcast(q)) * self.clamped_logit_scale()).to(v.dtype)
         k = unit_vectors(upcast(k)).to(v.dtype)
-        out = attend_in_windows(q, k, v, self.relative_position_bias(), shift_mask, 1.,
+        out = attend_in_windows(q, k, v, bias, shift_mask, 1.,
                                 self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(merge_heads(out)))

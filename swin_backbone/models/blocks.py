@@ -16,8 +16,8 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from .attention import CosineWindowAttention, WindowAttention, upcast
-from .window import (cyclic_shift, known_zero, pad_to, shift_attention_mask, window_grid,
-                     window_partition, window_reverse)
+from .window import (attend_by_region, cyclic_shift, edge_masks, known_zero, pad_to,
+                     window_grid, window_partition, window_reverse)
 
 
 class LayerNorm(nn.LayerNorm):
@@ -134,11 +134,12 @@ class WindowLayout(NamedTuple):
     Attributes:
         padded: ``(Hp, Wp)`` after right/bottom zero padding to a window multiple.
         shift: effective cyclic shift ``(Sh, Sw)``; ``(0, 0)`` for regular windows.
-        mask: ``(nW, N, N)`` additive shifted-region mask, or None without shift.
+        masks: the shifted layout's ``(N, N)`` masks of the last row's, the last column's and
+            the corner's windows (:func:`~.window.edge_masks`), or None without shift.
     """
     padded: tuple[int, int]
     shift: tuple[int, int]
-    mask: torch.Tensor | None
+    masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None
 
 
 class SwinBlock(nn.Module):
@@ -173,18 +174,22 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def attend_in_windows(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
-        """Pad, shift, partition, attend, reverse, un-shift, crop: ``(B, H, W, C)`` in and out."""
+        """Pad, shift, partition, attend, reverse, un-shift, crop: ``(B, H, W, C)`` in and out.
+
+        Regular windows attend in one call; shifted ones by region (:func:`~.window.
+        attend_by_region`), the edge windows with their masks and the interior without."""
         _, h, w, _ = x.shape
         window = (self.window_size, self.window_size)
         x = pad_to(x, layout.padded)  # pad before roll, so the shift sees the padded map
+        if layout.masks is None:
+            x = window_reverse(self.attn(window_partition(x, window)), window, layout.padded)
+            return x[:, :h, :w]
         shift = layout.shift
-        if not known_zero(*shift):
-            x = cyclic_shift(x, (-shift[0], -shift[1]))
-        windows = self.attn(window_partition(x, window), layout.mask)  # (B * nW, N, C)
-        x = window_reverse(windows, window, layout.padded)
-        if not known_zero(*shift):
-            x = cyclic_shift(x, shift)
-        return x[:, :h, :w]
+        x = cyclic_shift(x, (-shift[0], -shift[1]))
+        bias = self.attn.relative_position_bias()  # (h, N, N), shared by the regions' calls
+        x = attend_by_region(x, window, lambda windows, mask: self.attn(windows, mask, bias),
+                             layout.masks)
+        return cyclic_shift(x, shift)[:, :h, :w]
 
     def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """``(B, H, W, C) -> (B, H, W, C)``; ``layout`` is the stage's for this block's shift."""
@@ -237,18 +242,18 @@ class SwinStage(nn.Module):
     def layouts(self, size: tuple[int, int],
                 device: torch.device) -> tuple[WindowLayout, WindowLayout]:
         """The regular and the shifted window layout of a ``size`` map; the shifted one's
-        mask is built here, once per stage and forward."""
+        masks are built here, once per stage and forward."""
         window = (self.window_size, self.window_size)
         padded, shift = window_grid(size, window, (self.window_size // 2,) * 2)
         regular = WindowLayout(padded, (0, 0), None)
         if known_zero(*shift):
             return regular, regular
-        return regular, WindowLayout(padded, shift, self.shift_mask(padded, shift, device))
+        return regular, WindowLayout(padded, shift, self.edge_masks(shift, device))
 
-    def shift_mask(self, padded: tuple[int, int], shift: tuple[int, int],
-                   device: torch.device) -> torch.Tensor:
-        """``(nW, N, N)`` additive mask of the shifted layout, see ``shift_attention_mask``."""
-        return shift_attention_mask(padded, (self.window_size,) * 2, shift, device)
+    def edge_masks(self, shift: tuple[int, int], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three ``(N, N)`` masks of the shifted layout, see :func:`~.window.edge_masks`."""
+        return edge_masks((self.window_size,) * 2, shift, device)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, H, W, C)`` -> the stage output ``(B, H, W, C)`` and the map after merging

@@ -6,6 +6,7 @@ the actual map size, never from a nominal image size fixed at construction.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +90,7 @@ def contiguous_copy(x: torch.Tensor) -> torch.Tensor:
 
 def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
     """Split ``(B, Hp, Wp, C)`` into ``(B * nW, Wh * Ww, C)`` windows: image-major, then
-    row-major over windows, so window ``i`` of every image meets ``shift_mask[i]``."""
+    row-major over windows."""
     b, h, w, c = x.shape
     wh, ww = window
     x = x.view(b, h // wh, wh, w // ww, ww, c)
@@ -99,39 +100,87 @@ def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
 def window_reverse(windows: torch.Tensor, window: tuple[int, int],
                    padded: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``(B * nW, Wh * Ww, C)`` -> ``(B, Hp, Wp, C)``."""
-    wh, ww = window
-    hp, wp = padded
-    c = windows.shape[-1]
-    x = windows.view(-1, hp // wh, wp // ww, wh, ww, c)
-    return contiguous_copy(x.permute(0, 1, 3, 2, 4, 5)).view(-1, hp, wp, c)
+    batch = windows.shape[0] // (padded[0] // window[0] * (padded[1] // window[1]))
+    x = windows_as_map(windows, window, (batch, *padded))
+    return contiguous_copy(x).view(batch, padded[0], padded[1], windows.shape[-1])
 
 
-def shift_region_ids(padded: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
-    """Region id of each row (or column) of a padded, cyclically shifted map.
+def edge_masks(window: tuple[int, int], shift: tuple[int, int],
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The additive masks of a shifted layout's edge windows: bottom row, right column, corner.
 
-    After ``roll(-shift)``, the last ``window`` positions mix two regions that were not
-    neighbours in the image: ``[Hp - window, Hp - shift)`` and ``[Hp - shift, Hp)``. With
-    ``shift = 0`` the id is constant inside every window (``Hp - window`` is a window
-    boundary), so the mask built from it is zero.
-    """
-    idx = torch.arange(padded, device=device)
-    return (idx >= padded - window).long() + (idx >= padded - shift).long()
-
-
-def shift_attention_mask(padded: tuple[int, int], window: tuple[int, int],
-                         shift: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Additive mask that keeps attention inside the regions of a shifted window.
+    After ``roll(-shift)`` only the last window along a dimension holds two regions that were
+    not neighbours in the image: its first ``window - shift`` rows (or columns) and its last
+    ``shift``. Every other window holds one region and needs no mask, so a layout of any size
+    needs these three ``(N, N)`` patterns, never one per window. With ``shift = 0`` along a
+    dimension its pattern is zero.
 
     Returns:
-        ``(nW, N, N)`` float tensor with 0 for pairs in the same region and ``MASKED``
-        elsewhere, where ``nW = (Hp / Wh) * (Wp / Ww)`` and ``N = Wh * Ww``.
+        Three ``(N, N)`` float tensors, ``N = Wh * Ww``: 0 for pairs in the same region,
+        ``MASKED`` elsewhere; for the windows of the last row (not the corner), of the last
+        column (not the corner), and the corner.
     """
-    (wh, ww), (nh, nw) = window, (padded[0] // window[0], padded[1] // window[1])
-    rows = shift_region_ids(padded[0], wh, shift[0], device).view(nh, 1, wh, 1)
-    cols = shift_region_ids(padded[1], ww, shift[1], device).view(1, nw, 1, ww)
-    ids = (rows * 3 + cols).view(nh * nw, wh * ww)  # (nW, N) in window_partition's order
-    same = ids[:, :, None] == ids[:, None, :]
-    return torch.zeros(same.shape, device=device).masked_fill_(~same, MASKED)
+    (wh, ww), (sh, sw) = window, shift
+    # Region of each row / column of a last window: 0 before the wrap-around, 1 after it.
+    rows = (torch.arange(wh, device=device) >= wh - sh).long().view(wh, 1).expand(wh, ww)
+    cols = (torch.arange(ww, device=device) >= ww - sw).long().view(1, ww).expand(wh, ww)
+    masks = []
+    for ids in (rows, cols, rows * 2 + cols):
+        ids = ids.reshape(wh * ww)
+        same = ids[:, None] == ids[None, :]
+        masks.append(torch.zeros(same.shape, device=device).masked_fill_(~same, MASKED))
+    return masks[0], masks[1], masks[2]
+
+
+def attend_by_region(x: torch.Tensor, window: tuple[int, int],
+                     attend: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+                     masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Window attention over a shifted map, each group of windows with its own mask.
+
+    The map splits into four regions: the interior windows (no mask), the last row, the last
+    column and the corner (the three :func:`edge_masks`). Each region is partitioned and
+    attended in one call whose ``(N, N)`` mask is broadcast over its windows, so no tensor
+    grows with ``windows x N x N``. The results are put back together by concatenation.
+
+    Args:
+        x: ``(B, Hp, Wp, C)`` padded, cyclically shifted map, ``Hp, Wp`` window multiples.
+        window: ``(Wh, Ww)``.
+        attend: ``(b, N, C)`` windows and an ``(N, N)`` mask or None -> ``(b, N, C)``.
+        masks: bottom row, right column and corner masks, each ``(N, N)``.
+
+    Returns:
+        ``(B, Hp, Wp, C)``.
+    """
+    b, hp, wp, c = x.shape
+    wh, ww = window
+    # split rather than slicing: its sizes stay the symbolic sizes given under torch.export
+    top, bottom = x.split([hp - wh, wh], dim=1)
+    regions = ((top, (None, masks[1])), (bottom, (masks[0], masks[2])))
+    rows: list[list[torch.Tensor]] = []
+    for band, band_masks in regions:
+        row = []
+        for part, mask in zip(band.split([wp - ww, ww], dim=2), band_masks):
+            if known_zero(part.shape[1] * part.shape[2]):
+                continue  # a single row (or column) of windows: the regions before it are empty
+            out = attend(window_partition(part, window), mask)  # (B * windows, N, C)
+            row.append(windows_as_map(out, window, (b, part.shape[1], part.shape[2])))
+        if row:
+            rows.append(row)
+    # (B, rows of windows, Wh, columns of windows, Ww, C) -> (B, Hp, Wp, C)
+    parts = [row[0] if len(row) == 1 else torch.cat(row, dim=3) for row in rows]
+    if len(parts) == 1 and len(rows[0]) == 1:
+        return contiguous_copy(parts[0]).view(b, hp, wp, c)
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).view(b, hp, wp, c)
+
+
+def windows_as_map(windows: torch.Tensor, window: tuple[int, int],
+                   size: tuple[int, int, int]) -> torch.Tensor:
+    """``(B * nW, Wh * Ww, C)`` windows of a ``size = (B, Hp, Wp)`` map as the view
+    ``(B, Hp / Wh, Wh, Wp / Ww, Ww, C)`` of it, whose contiguous copy is the map (the batch
+    is given: a region of a map may hold no window)."""
+    wh, ww = window
+    x = windows.view(size[0], size[1] // wh, size[2] // ww, wh, ww, windows.shape[-1])
+    return x.permute(0, 1, 3, 2, 4, 5)
 
 
 def relative_position_index(window: tuple[int, int]) -> torch.Tensor:

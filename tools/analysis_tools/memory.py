@@ -1,0 +1,209 @@
+"""Peak memory of SwinV2-T at high resolution, ours (each option) against timm, each case in a
+fresh process.
+
+Usage: python tools/analysis_tools/memory.py [--out results/memory] [--quick]
+       python tools/analysis_tools/memory.py --case ours-cpu --mode train --size 1024 [--with-cp]
+
+The measure is a real allocator's: the growth of the process's resident high-water mark
+(``VmHWM``, reset through ``/proc/self/clear_refs`` once the model and its input are built)
+over two training steps or three inference steps, a step being a forward without gradients (``infer``) or a forward, a loss
+over the four stage maps and a backward (``train``). Beside it: the bytes of the distinct
+tensors autograd saves for backward (parameters included) and the median step time. The model
+is SwinV2-T at window 16 (pretrained window 8), batch 1: ``ours`` is the reference model a
+config builds, ``ours-cpu`` the same with the CPU layer (what ``tools/train.py`` runs on a
+machine without CUDA), ``timm`` is timm's ``SwinTransformerV2`` built for the input size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / 'tests')]
+
+IMPLS = ('ours', 'ours-cpu', 'timm')
+GIB = 2**30
+MIB = 2**20
+
+
+def _status_kib(field: str) -> int:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1])
+    raise RuntimeError(f'/proc/self/status has no {field}')
+
+
+def reset_peak() -> int:
+    """Reset the resident high-water mark to the current resident size; return it in bytes."""
+    Path('/proc/self/clear_refs').write_text('5')
+    return _status_kib('VmRSS') * 1024
+
+
+def peak_bytes() -> int:
+    return _status_kib('VmHWM') * 1024
+
+
+def build(impl: str, size: int, with_cp: bool) -> tuple[torch.nn.Module, object]:
+    """The model and a function ``(B, 3, H, W) -> list of the four stage maps``."""
+    if impl == 'timm':
+        from reference import import_timm, timm_stage_outputs
+        model = import_timm().create_model(
+            'swinv2_tiny_window8_256', pretrained=False, img_size=(size, size), window_size=16,
+            pretrained_window_sizes=(8, 8, 8, 8), num_classes=0, drop_path_rate=0.1)
+        if with_cp:
+            model.set_grad_checkpointing()
+        return model, lambda x: timm_stage_outputs(model, x)
+    from swin_backbone import SwinTransformerV2
+    model = SwinTransformerV2(arch='tiny', window_size=16, pretrained_window_size=8,
+                              drop_path_rate=0.1, with_cp=with_cp)
+    if impl == 'ours-cpu':
+        from swin_backbone.cpu import accelerate
+        accelerate(model)
+    return model, model
+
+
+def saved_bytes(model: torch.nn.Module, features, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves in one training forward."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = sum(o.float().square().mean() for o in features(x))
+    del loss
+    return sum(seen.values())
+
+
+def run_case(impl: str, mode: str, size: int, with_cp: bool, whole_backward: bool) -> dict:
+    torch.manual_seed(0)
+    if whole_backward:  # the CPU layer's attention backward over all windows at once
+        from swin_backbone.cpu import recompute
+        recompute.BACKWARD_PAIRS_PER_CHUNK = 1 << 62
+    model, features = build(impl, size, with_cp)
+    model.train(mode == 'train')
+    x = torch.randn(1, 3, size, size)
+    baseline = reset_peak()
+    times = []
+    for _ in range(2 if mode == 'train' else 3):
+        start = time.perf_counter()
+        if mode == 'train':
+            loss = sum(o.float().square().mean() for o in features(x))
+            loss.backward()
+            del loss
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad():
+                features(x)
+        times.append(time.perf_counter() - start)
+    peak = peak_bytes() - baseline
+    result = dict(impl=impl, mode=mode, size=size, with_cp=with_cp, whole_backward=whole_backward,
+                  peak_mib=peak / MIB, model_mib=baseline / MIB,
+                  step_s=statistics.median(times), cpu=_cpu_model(),
+                  threads=torch.get_num_threads())
+    if mode == 'train':
+        result['saved_mib'] = saved_bytes(model, features, x) / MIB
+    return result
+
+
+def _cpu_model() -> str:
+    for line in Path('/proc/cpuinfo').read_text().splitlines():
+        if line.startswith('model name'):
+            return line.split(':', 1)[1].strip()
+    return 'unknown CPU'
+
+
+def in_fresh_process(impl: str, mode: str, size: int, with_cp: bool = False,
+                     whole_backward: bool = False) -> dict:
+    cmd = [sys.executable, __file__, '--case', impl, '--mode', mode, '--size', str(size)]
+    cmd += ['--with-cp'] * with_cp + ['--whole-backward'] * whole_backward
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cases(quick: bool) -> list[tuple]:
+    """(impl, mode, size, with_cp, whole_backward) of the table."""
+    rows = [(impl, 'infer', 1536, False, False) for impl in IMPLS]
+    for size in ((1024,) if quick else (1024, 1536)):
+        for with_cp in (False, True):
+            rows += [(impl, 'train', size, with_cp, False) for impl in IMPLS]
+        rows.append(('ours-cpu', 'train', size, False, True))
+    return rows
+
+
+def largest_side(points: list[dict], budget_bytes: float) -> int:
+    """The largest square side whose training step fits ``budget_bytes`` (the model's own
+    resident size included), on the straight line through the measured (pixels, peak) points:
+    every activation is per token, and the bias and masks no longer grow with the input."""
+    (p0, m0), (p1, m1) = sorted((pt['size'] ** 2, (pt['peak_mib'] + pt['model_mib']) * MIB)
+                                for pt in points)[:2]
+    slope = (m1 - m0) / (p1 - p0)
+    pixels = p0 + (budget_bytes - m0) / slope
+    return int(pixels ** 0.5) // 32 * 32
+
+
+def table(results: list[dict]) -> list[str]:
+    def key(r: dict) -> tuple:
+        return (r['mode'], r['size'], r['with_cp'])
+
+    timm = {key(r): r for r in results if r['impl'] == 'timm'}
+    lines = ['| step | checkpointing | model | peak growth MiB | vs timm | saved for backward MiB '
+             '| median s |', '|---|---|---|---|---|---|---|']
+    for r in results:
+        ref = timm.get(key(r))
+        ratio = f'{r["peak_mib"] / ref["peak_mib"]:.2f}x' if ref else ''
+        saved = f'{r["saved_mib"]:.0f}' if 'saved_mib' in r else ''
+        name = r['impl'] + (' (attention backward unchunked)' if r['whole_backward'] else '')
+        lines.append(f'| {r["mode"]} {r["size"]}x{r["size"]} | {"yes" if r["with_cp"] else "no"} '
+                     f'| {name} | {r["peak_mib"]:.0f} | {ratio} | {saved} | {r["step_s"]:.2f} |')
+    for impl in IMPLS:
+        for with_cp in (False, True):
+            points = [r for r in results if r['impl'] == impl and r['mode'] == 'train'
+                      and r['with_cp'] == with_cp and not r['whole_backward']]
+            if len({p['size'] for p in points}) >= 2:
+                sides = [largest_side(points, gb * 1e9) for gb in (16, 80)]
+                lines.append(f'\nLargest square training input, {impl}, checkpointing '
+                             f'{"on" if with_cp else "off"}: {sides[0]} px within 16 GB, '
+                             f'{sides[1]} px within 80 GB (extrapolated from the measured sizes).')
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--case', choices=IMPLS)
+    parser.add_argument('--mode', choices=('train', 'infer'), default='train')
+    parser.add_argument('--size', type=int, default=1024)
+    parser.add_argument('--with-cp', action='store_true')
+    parser.add_argument('--whole-backward', action='store_true',
+                        help="the CPU layer's attention backward over all windows at once "
+                             '(as before it went over chunks), for the comparison')
+    parser.add_argument('--quick', action='store_true', help='training at 1024 only')
+    parser.add_argument('--out', type=Path, default=Path('results/memory'))
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case, args.mode, args.size, args.with_cp,
+                                  args.whole_backward)))
+        return
+    results = []
+    for case in cases(args.quick):
+        results.append(in_fresh_process(*case))
+        print(json.dumps(results[-1]), flush=True)
+    first = results[0]
+    lines = [f'Machine: {first["cpu"]}, {first["threads"]} threads, torch {torch.__version__}. '
+             f'Command: `python tools/analysis_tools/memory.py{" --quick" if args.quick else ""}`.',
+             '', *table(results)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / 'memory.md').write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
