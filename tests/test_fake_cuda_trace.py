@@ -1,8 +1,9 @@
 """What a CUDA forward and training step of the backbone run, traced on fake CUDA tensors
 (``tests/fake_cuda.py``) on this CPU-only build: one SDPA call per regular block and one per
 region of a shifted block (interior, last row, last column, corner: ``models.window.
-attend_by_region``), exactly one GEMM per linear layer applied, no CPU tensors, and nothing but parameters and buffers kept by the
-modules afterwards. The accelerated model (``swin_backbone.cpu``) runs the same on CUDA."""
+attend_by_region``), exactly one GEMM per linear layer applied, no CPU tensors, and nothing
+but parameters and buffers kept by the modules afterwards. The accelerated model
+(``swin_backbone.cpu``) runs the same on CUDA."""
 from __future__ import annotations
 
 import pytest

@@ -107,26 +107,29 @@ def test_roll_by_gather_is_torch_roll(shifts) -> None:
 
 
 class _PairTensors(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records the shape of every op output whose last two dims are ``(N, N)``."""
+    """Records the shape of every op output whose last two dims are ``(N, N)``, outside SDPA
+    (whose kernel torch picks: before torch 2.3 the CPU one was the math path, which builds
+    the attention weights of every window)."""
 
     def __init__(self, tokens: int) -> None:
         super().__init__()
-        self.tokens, self.shapes = tokens, set()
+        self.tokens, self.shapes, self.in_sdpa = tokens, set(), 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in (out if isinstance(out, (tuple, list)) else (out,)):
-            if isinstance(t, torch.Tensor) and t.shape[-2:] == (self.tokens,) * 2:
+            if (not self.in_sdpa and isinstance(t, torch.Tensor)
+                    and t.shape[-2:] == (self.tokens,) * 2):
                 self.shapes.add(tuple(t.shape))
         return out
 
 
 @pytest.mark.parametrize('accelerated', [False, True], ids=['reference', 'cpu layer'])
 @pytest.mark.parametrize('cls', ['v1', 'v2'])
-def test_no_tensor_grows_with_windows_times_pairs(cls: str, accelerated: bool) -> None:
+def test_no_tensor_grows_with_windows_times_pairs(cls: str, accelerated: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A shifted layout of 12 x 15 windows builds its masks and biases as ``(h, N, N)`` at
-    most, never one per window (``(nW, N, N)`` or ``(nW, h, N, N)``); inference attends in
-    fused kernels, which build no ``(N, N)`` matrix per window either."""
+    most, never one per window (``(nW, N, N)`` or ``(nW, h, N, N)``): what SDPA is given."""
     from swin_backbone import SwinTransformer, SwinTransformerV2
     from swin_backbone.cpu import accelerate
     model = (SwinTransformerV2 if cls == 'v2' else SwinTransformer)(
@@ -135,8 +138,22 @@ def test_no_tensor_grows_with_windows_times_pairs(cls: str, accelerated: bool) -
         accelerate(model)
     x = torch.randn(2, 3, 4 * 48, 4 * 60)  # stage 0: 48 x 60 tokens, 12 x 15 windows
     record = _PairTensors(16)
+    sdpa = F.scaled_dot_product_attention
+    masks = []
+
+    def recorded_sdpa(*args, **kwargs):
+        masks.append(tuple(kwargs['attn_mask'].shape))
+        record.in_sdpa += 1
+        try:
+            return sdpa(*args, **kwargs)
+        finally:
+            record.in_sdpa -= 1
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', recorded_sdpa)
     with torch.no_grad(), record:
         model.eval()(x)
         model(x)  # the CPU layer's second forward takes its caches
+    # a regular block's one call and a shifted block's four (interior, column, row, corner)
+    assert len(masks) == 2 * 5 and set(masks) == {(1, 2, 16, 16)}
     assert record.shapes and all(shape[:-2] in {(), (2,), (1, 2)} for shape in record.shapes), \
         record.shapes

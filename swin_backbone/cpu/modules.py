@@ -103,7 +103,6 @@ class _CpuAttention:
                                        self._logit_scale(), self._kernel_scale())
                 return self._project(out)
             return super().forward(x, shift_mask, bias)  # type: ignore[misc]
-        mask = None
         if x.numel() * x.element_size() <= _CHUNK_ABOVE_BYTES:
             qkv = self._qkv_heads(x)
             return self._project(self._attend(qkv, self._cached_mask(shift_mask, qkv.dtype)))
@@ -111,6 +110,7 @@ class _CpuAttention:
         b_, n, c = x.shape
         rows = max(1, _CHUNK_BYTES // (n * c * x.element_size()))
         out = torch.empty_like(x)
+        mask = None
         for first in range(0, b_, rows):
             part = slice(first, first + rows)
             qkv = self._qkv_heads(x[part])

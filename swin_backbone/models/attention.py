@@ -7,8 +7,9 @@ share are the functions below: splitting heads, one ``F.scaled_dot_product_atten
 call over the windows given, merging heads.
 
 The relative position bias and the shifted-window mask (one ``(N, N)`` pattern shared by
-every window of a call) are folded into one additive ``(1, h, N, N)`` ``attn_mask``. V2 fits the same kernel by normalising q and k and folding the clamped logit
-scale into q, so the kernel's own scale is 1 (SwinV2 section 3.2). The bias, the logit
+every window of a call) are folded into one additive ``(1, h, N, N)`` ``attn_mask``. V2 fits
+the same kernel by normalising q and k and folding the clamped logit scale into q, so the
+kernel's own scale is 1 (SwinV2 section 3.2). The bias, the logit
 scale and V2's normalisation run in float32 whatever the model's dtype or autocast, and
 q, k, v enter the kernel in v's dtype.
 """

@@ -1,7 +1,7 @@
 """Time our Swin V1 / V2 backbones against the peers installed here, in one process.
 
 Usage: python tools/analysis_tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
-       [--deployment-only]
+       [--deployment-only | --memory-only]
 
 "ours" is the backbone with the CPU layer (``swin_backbone.cpu.accelerate``); "ours ...
 reference" is the same weights on the reference model alone (what runs on a GPU).
@@ -39,6 +39,7 @@ from swin_backbone.checkpoint import load_pretrained  # noqa: E402
 from swin_backbone.cpu import accelerate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import memory  # noqa: E402
 from machine import ceiling_share, cpu_model, isa_flags, machine_table  # noqa: E402
 
 PARITY_TOL = 1e-4
@@ -352,8 +353,16 @@ def main() -> None:
     parser.add_argument('--quick', action='store_true', help='fewer sizes and repeats')
     parser.add_argument('--deployment-only', action='store_true',
                         help='the machine, the parity check and the deployment section only')
+    parser.add_argument('--memory-only', action='store_true',
+                        help='peak memory at high resolution, ours and timm, each case in a '
+                             'fresh process (memory.py); --quick: training at 1024 only')
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.memory_only:
+        text = '\n'.join(memory.measure(args.quick)) + '\n'
+        (args.out / 'memory.md').write_text(text)
+        print(text)
+        return
     repeats = 2 if args.quick else args.repeats
     lines = [f'Machine: {cpu_name()}, '
              f'{torch.get_num_threads()} threads, torch {torch.__version__}. '

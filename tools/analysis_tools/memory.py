@@ -1,22 +1,25 @@
 """Peak memory of SwinV2-T at high resolution, ours (each option) against timm, each case in a
 fresh process.
 
-Usage: python tools/analysis_tools/memory.py [--out results/memory] [--quick]
+Usage: python tools/analysis_tools/memory.py [--out results/memory] [--quick] [--no-live-set]
        python tools/analysis_tools/memory.py --case ours-cpu --mode train --size 1024 [--with-cp]
 
 The measure is a real allocator's: the growth of the process's resident high-water mark
 (``VmHWM``, reset through ``/proc/self/clear_refs`` once the model and its input are built)
-over two training steps or three inference steps, a step being a forward without gradients (``infer``) or a forward, a loss
-over the four stage maps and a backward (``train``). Beside it: the bytes of the distinct
-tensors autograd saves for backward (parameters included) and the median step time. The model
-is SwinV2-T at window 16 (pretrained window 8), batch 1: ``ours`` is the reference model a
-config builds, ``ours-cpu`` the same with the CPU layer (what ``tools/train.py`` runs on a
-machine without CUDA), ``timm`` is timm's ``SwinTransformerV2`` built for the input size.
+over two training steps or three inference steps: a forward, a loss over the four stage maps
+and a backward (``train``), or a forward without gradients (``infer``). Each case runs twice,
+under glibc's defaults and with large allocations mmapped (the live set, ``LIVE_SET_ENV``).
+Beside it: the bytes of the distinct tensors autograd saves for backward (parameters
+included) and the median step time. The model is SwinV2-T at window 16 (pretrained window 8),
+batch 1: ``ours`` is the reference model a config builds, ``ours-cpu`` the same with the CPU
+layer (what ``tools/train.py`` runs on a machine without CUDA), ``timm`` is timm's
+``SwinTransformerV2`` built for the input size.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,6 +41,15 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ':'):
             return int(line.split()[1])
     raise RuntimeError(f'/proc/self/status has no {field}')
+
+
+def peak_supported() -> bool:
+    """Whether this kernel lets a process reset its high-water mark (Linux >= 4.0)."""
+    try:
+        reset_peak()
+        return True
+    except OSError:
+        return False
 
 
 def reset_peak() -> int:
@@ -121,11 +133,20 @@ def _cpu_model() -> str:
     return 'unknown CPU'
 
 
+# glibc serves allocations above its mmap threshold with fresh pages and returns them on
+# free; below it they come from heaps that keep freed memory resident. The threshold starts
+# at 128 KiB and rises to 32 MiB after the first large free, so the default peak includes
+# what fragmentation retains. Fixed at 1 MiB, every tensor that matters is returned on free
+# and the peak is the live set's (and steps are slower: fresh pages on every allocation).
+LIVE_SET_ENV = {'MALLOC_MMAP_THRESHOLD_': str(1 << 20)}
+
+
 def in_fresh_process(impl: str, mode: str, size: int, with_cp: bool = False,
-                     whole_backward: bool = False) -> dict:
+                     whole_backward: bool = False, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, '--case', impl, '--mode', mode, '--size', str(size)]
     cmd += ['--with-cp'] * with_cp + ['--whole-backward'] * whole_backward
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -151,28 +172,39 @@ def largest_side(points: list[dict], budget_bytes: float) -> int:
 
 
 def table(results: list[dict]) -> list[str]:
+    """One row per case: the peak under glibc's defaults and with large allocations
+    mmapped (``r['live']``, when measured), each also over timm's for the same step."""
     def key(r: dict) -> tuple:
         return (r['mode'], r['size'], r['with_cp'])
 
     timm = {key(r): r for r in results if r['impl'] == 'timm'}
-    lines = ['| step | checkpointing | model | peak growth MiB | vs timm | saved for backward MiB '
-             '| median s |', '|---|---|---|---|---|---|---|']
+
+    def peak(r: dict, field: str, ref: dict | None) -> str:
+        if field not in r:
+            return ' | '
+        ratio = f'{r[field] / ref[field]:.2f}x' if ref and field in ref else ''
+        return f'{r[field]:.0f} | {ratio}'
+
+    lines = ['| step | checkpointing | model | peak growth MiB | vs timm | live-set peak MiB '
+             '| vs timm | saved for backward MiB | median s |',
+             '|---|---|---|---|---|---|---|---|---|']
     for r in results:
         ref = timm.get(key(r))
-        ratio = f'{r["peak_mib"] / ref["peak_mib"]:.2f}x' if ref else ''
         saved = f'{r["saved_mib"]:.0f}' if 'saved_mib' in r else ''
         name = r['impl'] + (' (attention backward unchunked)' if r['whole_backward'] else '')
         lines.append(f'| {r["mode"]} {r["size"]}x{r["size"]} | {"yes" if r["with_cp"] else "no"} '
-                     f'| {name} | {r["peak_mib"]:.0f} | {ratio} | {saved} | {r["step_s"]:.2f} |')
+                     f'| {name} | {peak(r, "peak_mib", ref)} | {peak(r, "live_mib", ref)} '
+                     f'| {saved} | {r["step_s"]:.2f} |')
     for impl in IMPLS:
         for with_cp in (False, True):
             points = [r for r in results if r['impl'] == impl and r['mode'] == 'train'
                       and r['with_cp'] == with_cp and not r['whole_backward']]
             if len({p['size'] for p in points}) >= 2:
-                sides = [largest_side(points, gb * 1e9) for gb in (16, 80)]
+                sides = [largest_side(points, gib * GIB) for gib in (16, 80)]
                 lines.append(f'\nLargest square training input, {impl}, checkpointing '
-                             f'{"on" if with_cp else "off"}: {sides[0]} px within 16 GB, '
-                             f'{sides[1]} px within 80 GB (extrapolated from the measured sizes).')
+                             f'{"on" if with_cp else "off"}: {sides[0]} px within 16 GiB, '
+                             f'{sides[1]} px within 80 GiB (resident memory, extrapolated from '
+                             'the measured sizes).')
     return lines
 
 
@@ -186,23 +218,35 @@ def main() -> None:
                         help="the CPU layer's attention backward over all windows at once "
                              '(as before it went over chunks), for the comparison')
     parser.add_argument('--quick', action='store_true', help='training at 1024 only')
+    parser.add_argument('--no-live-set', action='store_true',
+                        help='skip the second run of each case with large allocations mmapped')
     parser.add_argument('--out', type=Path, default=Path('results/memory'))
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.mode, args.size, args.with_cp,
                                   args.whole_backward)))
         return
-    results = []
-    for case in cases(args.quick):
-        results.append(in_fresh_process(*case))
-        print(json.dumps(results[-1]), flush=True)
-    first = results[0]
-    lines = [f'Machine: {first["cpu"]}, {first["threads"]} threads, torch {torch.__version__}. '
-             f'Command: `python tools/analysis_tools/memory.py{" --quick" if args.quick else ""}`.',
-             '', *table(results)]
+    lines = measure(args.quick, live_set=not args.no_live_set)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / 'memory.md').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
+
+
+def measure(quick: bool, live_set: bool = True) -> list[str]:
+    """Every case of :func:`cases` in fresh processes; the report's lines."""
+    results = []
+    for case in cases(quick):
+        results.append(in_fresh_process(*case))
+        if live_set:
+            results[-1]['live_mib'] = in_fresh_process(*case, env=LIVE_SET_ENV)['peak_mib']
+        print(json.dumps(results[-1]), flush=True)
+    first = results[0]
+    return [f'Machine: {first["cpu"]}, {first["threads"]} threads, torch {torch.__version__}. '
+            f'Command: `python tools/analysis_tools/memory.py{" --quick" if quick else ""}`.',
+            '', 'Peak growth: glibc as configured by default. Live-set peak: the same case run '
+            f'again with {" ".join(f"{k}={v}" for k, v in LIVE_SET_ENV.items())}, so freed '
+            'tensors return to the system and the peak is what was alive at once. Times are '
+            "the default run's (median of its steps, the first included).", '', *table(results)]
 
 
 if __name__ == '__main__':
