@@ -156,7 +156,7 @@ def attend_by_region(x: torch.Tensor, window: tuple[int, int],
     # split rather than slicing: its sizes stay the symbolic sizes given under torch.export
     top, bottom = x.split([hp - wh, wh], dim=1)
     regions = ((top, (None, masks[1])), (bottom, (masks[0], masks[2])))
-    rows: list[list[torch.Tensor]] = []
+    bands = []
     for band, band_masks in regions:
         row = []
         for part, mask in zip(band.split([wp - ww, ww], dim=2), band_masks):
@@ -164,13 +164,9 @@ def attend_by_region(x: torch.Tensor, window: tuple[int, int],
                 continue  # a single row (or column) of windows: the regions before it are empty
             out = attend(window_partition(part, window), mask)  # (B * windows, N, C)
             row.append(windows_as_map(out, window, (b, part.shape[1], part.shape[2])))
-        if row:
-            rows.append(row)
-    # (B, rows of windows, Wh, columns of windows, Ww, C) -> (B, Hp, Wp, C)
-    parts = [row[0] if len(row) == 1 else torch.cat(row, dim=3) for row in rows]
-    if len(parts) == 1 and len(rows[0]) == 1:
-        return contiguous_copy(parts[0]).view(b, hp, wp, c)
-    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)).view(b, hp, wp, c)
+        if row:  # (B, rows of windows, Wh, columns of windows, Ww, C), contiguous
+            bands.append(torch.cat(row, dim=3))
+    return (bands[0] if len(bands) == 1 else torch.cat(bands, dim=1)).view(b, hp, wp, c)
 
 
 def windows_as_map(windows: torch.Tensor, window: tuple[int, int],

@@ -130,21 +130,6 @@ def inference_fn(backbone: Backbone, x: torch.Tensor, bf16: bool) -> Callable[[]
     return run
 
 
-def saved_activation_bytes(fn: Callable[[], torch.Tensor]) -> int:
-    """Bytes of distinct tensors autograd keeps for backward: the training-memory peak
-    that differs between implementations (weights and optimiser state are identical)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
-
-
 def train_step_fn(backbone: Backbone, x: torch.Tensor) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         backbone.module.train()
@@ -359,9 +344,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.memory_only:
-        text = '\n'.join(memory.measure(args.quick)) + '\n'
-        (args.out / 'memory.md').write_text(text)
-        print(text)
+        memory.report(args.out, args.quick)
         return
     repeats = 2 if args.quick else args.repeats
     lines = [f'Machine: {cpu_name()}, '
@@ -412,13 +395,13 @@ def main() -> None:
         x = torch.randn(2, 3, 512, 512)
         for version in (2, 1):
             fns = {b.name: train_step_fn(b, x) for b in train_groups[version]}
-            memory = {b.name: f'{saved_activation_bytes(fns[b.name]) / 2**20:.0f} MiB saved for '
-                      'backward' for b in train_groups[version]}
+            saved = {b.name: f'{memory.saved_activation_bytes(fns[b.name]) / 2**20:.0f} MiB '
+                     'saved for backward' for b in train_groups[version]}
             # backward ~ twice the forward's multiply-adds (input and weight gradients)
             work = (3 * forward_gmacs(train_groups[version][0].module, (2, 3, 512, 512)),
                     ceilings['fp32'])
             lines += summarise(f'V{version} train step 2x512x512 fp32',
-                               interleaved(fns, repeats), f'ours V{version}', memory, work)
+                               interleaved(fns, repeats), f'ours V{version}', saved, work)
         lines += mask_rcnn(ckpt_dir, repeats)
         lines += ['', '## bf16 autocast against our fp32 (forward, batch 1; error per stage)',
                   '', '| model | input | fp32 ms | bf16 ms | speed-up | max abs diff / fp32 std |',

@@ -25,11 +25,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO), str(REPO / 'tests')]
+sys.path[:0] = [str(REPO), str(REPO / 'tests'), str(Path(__file__).resolve().parent)]
+
+from machine import cpu_model  # noqa: E402
 
 IMPLS = ('ours', 'ours-cpu', 'timm')
 GIB = 2**30
@@ -81,17 +84,18 @@ def build(impl: str, size: int, with_cp: bool) -> tuple[torch.nn.Module, object]
     return model, model
 
 
-def saved_bytes(model: torch.nn.Module, features, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves in one training forward."""
+def saved_activation_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves while ``fn`` runs: the training-memory
+    peak that differs between implementations (weights and optimiser state are identical)."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = sum(o.float().square().mean() for o in features(x))
-    del loss
+        fn()
     return sum(seen.values())
 
 
@@ -119,18 +123,12 @@ def run_case(impl: str, mode: str, size: int, with_cp: bool, whole_backward: boo
     peak = peak_bytes() - baseline
     result = dict(impl=impl, mode=mode, size=size, with_cp=with_cp, whole_backward=whole_backward,
                   peak_mib=peak / MIB, model_mib=baseline / MIB,
-                  step_s=statistics.median(times), cpu=_cpu_model(),
+                  step_s=statistics.median(times), cpu=cpu_model(),
                   threads=torch.get_num_threads())
     if mode == 'train':
-        result['saved_mib'] = saved_bytes(model, features, x) / MIB
+        result['saved_mib'] = saved_activation_bytes(
+            lambda: sum(o.float().square().mean() for o in features(x))) / MIB
     return result
-
-
-def _cpu_model() -> str:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-        if line.startswith('model name'):
-            return line.split(':', 1)[1].strip()
-    return 'unknown CPU'
 
 
 # glibc serves allocations above its mmap threshold with fresh pages and returns them on
@@ -226,10 +224,15 @@ def main() -> None:
         print(json.dumps(run_case(args.case, args.mode, args.size, args.with_cp,
                                   args.whole_backward)))
         return
-    lines = measure(args.quick, live_set=not args.no_live_set)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'memory.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    report(args.out, args.quick, live_set=not args.no_live_set)
+
+
+def report(out: Path, quick: bool, live_set: bool = True) -> None:
+    """:func:`measure`, written to ``out/memory.md`` and printed."""
+    text = '\n'.join(measure(quick, live_set)) + '\n'
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'memory.md').write_text(text)
+    print(text)
 
 
 def measure(quick: bool, live_set: bool = True) -> list[str]:

@@ -63,5 +63,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f'{name}: {tuple(have.shape)} max |onnxruntime - eager| {diff:.2e} '
               f'(max |eager| {scale:.3g})')
 
+
 if __name__ == '__main__':
     main()

@@ -76,5 +76,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f'{name}: {tuple(have.shape)} max |diff| {diff:.2e}, relative '
               f'{diff / max(1., scale):.2e}')
 
+
 if __name__ == '__main__':
     main()
