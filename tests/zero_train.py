@@ -19,6 +19,7 @@ import torch.distributed as dist  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from train import build_runner, parse_args  # noqa: E402
 
+from swin_backbone.engine.launch import close_distributed  # noqa: E402
 from swin_backbone.engine.zero import ZeroRedundancyOptimizer  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main() -> None:
             optimizer.state_dict()
         except RuntimeError as exc:
             _say(f'rank{dist.get_rank()} refused: {exc}')
-    dist.barrier()
+    close_distributed()
 
 
 if __name__ == '__main__':

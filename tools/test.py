@@ -31,7 +31,7 @@ from mmengine.runner import Runner  # noqa: E402
 import swin_backbone  # noqa: E402,F401  (registers the backbones)
 import swin_backbone.engine  # noqa: E402,F401  (installs safe Runner checkpoint loading)
 from swin_backbone.cpu import accelerate_without_cuda  # noqa: E402
-from swin_backbone.engine.launch import setup_cpu_distributed  # noqa: E402
+from swin_backbone.engine.launch import close_distributed, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
                            'swin_backbone.cpu (--reference-model turns them off)')
     if args.out:
         add_output(cfg, runner, args.out)
-    return runner.test()
+    metrics = runner.test()
+    close_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

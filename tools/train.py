@@ -39,7 +39,7 @@ import swin_backbone.engine  # noqa: E402,F401  (installs safe, atomic Runner ch
 from swin_backbone.checkpoint.runner import latest_complete_checkpoint  # noqa: E402
 from swin_backbone.cpu import accelerate_without_cuda  # noqa: E402
 from swin_backbone.engine.hooks import with_random_state_hook  # noqa: E402
-from swin_backbone.engine.launch import setup_cpu_distributed  # noqa: E402
+from swin_backbone.engine.launch import close_distributed, setup_cpu_distributed  # noqa: E402
 from swin_backbone.engine.zero import with_consolidate_hook  # noqa: E402
 
 
@@ -117,6 +117,7 @@ def build_runner(args: argparse.Namespace) -> Runner:
 
 def main(argv: list[str] | None = None) -> None:
     build_runner(parse_args(argv)).train()
+    close_distributed()
 
 
 if __name__ == '__main__':

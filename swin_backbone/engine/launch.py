@@ -6,6 +6,9 @@ gets ``device_ids=[LOCAL_RANK]`` (which ``DistributedDataParallel`` refuses for 
 the CPU). :func:`setup_cpu_distributed` starts the gloo process group itself, so the
 Runner skips ``init_dist``, and asks for the CPU form of DDP (``device_ids=None``).
 With CUDA available it does nothing: GPUs go through mmengine's own path (nccl).
+:func:`close_distributed` ends a run that succeeded: a gloo process left for the
+interpreter's teardown can abort (``terminate called without an active exception``,
+pytorch/pytorch#190489) and fail the launch after training finished.
 """
 from __future__ import annotations
 
@@ -34,3 +37,15 @@ def setup_cpu_distributed(cfg: Config) -> bool:
         type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False)))
     return True
+
+
+def close_distributed() -> None:
+    """Destroy the default process group (any backend) after a run that succeeded.
+
+    The barrier keeps a rank from tearing its connections down while another is still
+    in a collective. Call it only on success: a rank that raised must not wait in a
+    barrier its peers may never reach.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
