@@ -1,7 +1,7 @@
 """Time our Swin V1 / V2 backbones against the peers installed here, in one process.
 
 Usage: python tools/analysis_tools/benchmark.py [--out results/benchmark] [--repeats 5] [--quick]
-       [--deployment-only | --memory-only]
+       [--deployment-only | --end-to-end-only | --memory-only]
 
 "ours" is the backbone with the CPU layer (``swin_backbone.cpu.accelerate``); "ours ...
 reference" is the same weights on the reference model alone (what runs on a GPU).
@@ -40,6 +40,7 @@ from swin_backbone.cpu import accelerate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import memory  # noqa: E402
+from end_to_end import end_to_end_cases  # noqa: E402
 from machine import ceiling_share, cpu_model, isa_flags, machine_table  # noqa: E402
 
 PARITY_TOL = 1e-4
@@ -223,53 +224,6 @@ def scaling(groups: dict[int, list[Backbone]], sizes: list[int], repeats: int,
     return rows
 
 
-def mask_rcnn(ckpt_dir: Path, repeats: int) -> list[str]:
-    """Mask R-CNN (mmdet's Swin-T 1x config) forward at 800x1333 with our V1 backbone and with
-    mmdet's, all other weights identical."""
-    from mmdet.registry import MODELS as MMDET_MODELS
-    from mmdet.structures import DetDataSample
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-    register_all_modules()
-    import mmdet
-    cfg = Config.fromfile(Path(mmdet.__file__).parent / '.mim' / 'configs' / 'swin'
-                          / 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
-    cfg.model.backbone.init_cfg = None
-    theirs = MMDET_MODELS.build(cfg.model)
-    ours_cfg = cfg.model.copy()
-    ours_cfg.backbone = dict(type='swin_backbone.SwinTransformer', arch='tiny', drop_path_rate=0.)
-    ours = MMDET_MODELS.build(ours_cfg)
-    ckpt = ckpt_dir / 'v1.pth'
-    load_pretrained(ours.backbone, ckpt)
-    accelerate(ours)
-    state = {k: v for k, v in ours.state_dict().items() if not k.startswith('backbone.')}
-    state.update({f'backbone.{k}': v for k, v in _mmdet_backbone_state(ckpt, ours.backbone).items()})
-    theirs.load_state_dict(state)
-    theirs.eval()
-    ours.eval()
-    x = torch.randn(1, 3, 800, 1333)
-    meta = dict(img_shape=(800, 1333), ori_shape=(800, 1333), batch_input_shape=(800, 1344),
-                scale_factor=(1., 1.))
-    pad = torch.nn.functional.pad(x, (0, 11))
-
-    def run(model: torch.nn.Module) -> Callable[[], object]:
-        def f() -> object:
-            with torch.no_grad():
-                return model.predict(pad, [DetDataSample(metainfo=meta)])
-        return f
-
-    times = interleaved({'Mask R-CNN + ours V1': run(ours), 'Mask R-CNN + mmdet V1': run(theirs)},
-                        repeats)
-    return summarise('Mask R-CNN forward 800x1333', times, 'Mask R-CNN + ours V1')
-
-
-def _mmdet_backbone_state(ckpt: Path, ours: torch.nn.Module) -> dict[str, torch.Tensor]:
-    mm = mmdet_swin_from_official(str(ckpt))
-    for i in range(4):
-        getattr(mm, f'norm{i}').load_state_dict(getattr(ours, f'norm{i}').state_dict())
-    return mm.state_dict()
-
-
 def flops_and_params(groups: dict[int, list[Backbone]], size: tuple[int, int]) -> list[str]:
     from mmengine.analysis import parameter_count
 
@@ -331,6 +285,17 @@ def deployment_section(groups: dict[int, list[Backbone]], repeats: int, tmp: Pat
             '|---|---|---|---|---|---|---|', *deployment(groups, (800, 1344), repeats, tmp)]
 
 
+def end_to_end_section(groups_800: dict[int, list[Backbone]],
+                       groups_512: dict[int, list[Backbone]], repeats: int) -> list[str]:
+    rows = ['', '## End to end (median ms; mmdet / mmseg Swin-T configs, the same necks and '
+            'heads for every backbone; bf16: the backbone under autocast, heads fp32)', '',
+            '| case | model | median ms | spread | vs ours | | note |',
+            '|---|---|---|---|---|---|---|']
+    for title, fns, ours in end_to_end_cases(groups_800, groups_512):
+        rows += summarise(title, interleaved(fns, repeats), ours)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='results/benchmark', type=Path)
@@ -338,6 +303,9 @@ def main() -> None:
     parser.add_argument('--quick', action='store_true', help='fewer sizes and repeats')
     parser.add_argument('--deployment-only', action='store_true',
                         help='the machine, the parity check and the deployment section only')
+    parser.add_argument('--end-to-end-only', action='store_true',
+                        help='the machine, the parity check and the Mask R-CNN / UPerNet '
+                             'forwards only')
     parser.add_argument('--memory-only', action='store_true',
                         help='peak memory at high resolution, ours and timm, each case in a '
                              'fresh process (memory.py); --quick: training at 1024 only')
@@ -351,7 +319,8 @@ def main() -> None:
              f'{torch.get_num_threads()} threads, torch {torch.__version__}. '
              'Command: `python tools/analysis_tools/benchmark.py'
              f'{" --quick" if args.quick else ""}'
-             f'{" --deployment-only" if args.deployment_only else ""}`.', '']
+             f'{" --deployment-only" if args.deployment_only else ""}'
+             f'{" --end-to-end-only" if args.end_to_end_only else ""}`.', '']
     machine, ceilings = machine_table(repeats=3 if args.quick else 5)
     lines += ['## The machine: GEMM ceilings and a Swin-T\'s real GEMMs at 800x1344', '',
               *machine, '']
@@ -365,10 +334,15 @@ def main() -> None:
                   '| pair | input | stages 1 / 2 / 3 / 4 |', '|---|---|---|']
         v1_only = {1: [b for b in groups[1] if b.name != 'timm V1']}
         lines += check_parity(v1_only, (800, 1344))
-        if args.deployment_only:
-            lines += deployment_section(groups, repeats, ckpt_dir)
+        if args.deployment_only or args.end_to_end_only:
+            if args.deployment_only:
+                lines += deployment_section(groups, repeats, ckpt_dir)
+            else:
+                lines += end_to_end_section(groups, build_backbones(ckpt_dir, (512, 512)),
+                                            repeats)
             text = '\n'.join(lines) + '\n'
-            (args.out / 'deployment.md').write_text(text)
+            name = 'deployment.md' if args.deployment_only else 'end_to_end.md'
+            (args.out / name).write_text(text)
             print(text)
             return
         small = build_backbones(ckpt_dir, (448, 448))
@@ -402,7 +376,7 @@ def main() -> None:
                     ceilings['fp32'])
             lines += summarise(f'V{version} train step 2x512x512 fp32',
                                interleaved(fns, repeats), f'ours V{version}', saved, work)
-        lines += mask_rcnn(ckpt_dir, repeats)
+        lines += end_to_end_section(groups, train_groups, repeats)
         lines += ['', '## bf16 autocast against our fp32 (forward, batch 1; error per stage)',
                   '', '| model | input | fp32 ms | bf16 ms | speed-up | max abs diff / fp32 std |',
                   '|---|---|---|---|---|---|']
