@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,10 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # projects.toy_demo, tools
+# The CPU layer's GEMM library by the fixed rule, not by timing (swin_backbone/cpu/
+# gemm_choice.py): results never depend on a timer, nothing is written to ~/.cache, and the
+# tools started in subprocesses inherit it. tests/test_gemm_choice.py tests the timing.
+os.environ.setdefault('SWIN_BACKBONE_GEMM', 'rule')
 
 from synthetic import save_official  # noqa: E402
 

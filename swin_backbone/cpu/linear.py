@@ -1,22 +1,23 @@
-"""``nn.Linear`` whose float32 CPU matmuls run on oneDNN instead of MKL.
+"""``nn.Linear`` whose float32 CPU matmuls run on oneDNN or MKL, whichever is faster here.
 
-PyTorch sends a float32 ``F.linear`` on x86 CPUs to MKL's sgemm. On the AMD EPYC (AVX-512)
-machines this project is measured on, oneDNN, which ships inside PyTorch, is 1.3x-3x
-faster for the tall, thin matmuls of a Swin backbone (tokens x 96..3072 channels); see
-``tools/analysis_tools/benchmark.py``. :class:`OneDnnLinear` is what
+PyTorch sends a float32 ``F.linear`` on x86 CPUs to MKL's sgemm. On the AMD EPYC machines
+this project is measured on, oneDNN, which ships inside PyTorch, is 1.3x-3x faster for the
+tall, thin matmuls of a Swin backbone (tokens x 96..3072 channels); on the Intel Xeon with
+AMX the two are close. :mod:`.gemm_choice` decides per shape and per CPU (timed once and
+cached, or a fixed rule; ``SWIN_BACKBONE_GEMM``). :class:`OneDnnLinear` is what
 :func:`swin_backbone.cpu.accelerate` turns a backbone's ``nn.Linear`` into: same parameters
 and state-dict keys, only the library that multiplies changes:
 
-* without autograd (inference): ``torch.ops.mkldnn._linear_pointwise`` with the weight
-  reordered once into oneDNN's blocked layout, cached until the weight changes (its
+* without autograd (inference): on oneDNN, ``torch.ops.mkldnn._linear_pointwise`` with the
+  weight reordered once into oneDNN's blocked layout, cached until the weight changes (its
   version counter or storage), a forward records gradients or ``train()`` / ``eval()``
   is called (:meth:`OneDnnLinear.drop_inference_cache`); under CPU bf16 autocast the same
   in bfloat16, the dtype autocast would use, with the bf16 copy of the weight packed once
   instead of cast per call (on CPUs with oneDNN bf16 kernels; elsewhere ``F.linear``);
-* with autograd (training): a ``Function`` whose forward and input gradient run on oneDNN;
-  the weight gradient ``grad^T @ x`` too when the layer is wide for its token count
-  (SwinV2-T stages 3-4 at 512 px: ~25 % faster), else on MKL, which reads the transposed
-  operands in place and wins for the many-token early stages (~3x there).
+* with autograd (training): a ``Function`` whose forward, input gradient and weight
+  gradient each run on the library chosen for its shape (on the AMD EPYC: oneDNN, but
+  MKL for the weight gradient of the many-token early stages, which it reads transposed
+  in place, ~3x faster there).
 
 Everything else is ``nn.Linear.forward``: other devices and dtypes, fp16 autocast, autocast
 with autograd, ``torch.compile`` (inductor packs weights itself), ``torch.jit.trace`` (so
@@ -30,9 +31,10 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .eager import cpu_autocast_dtype, eager
+from .gemm_choice import choose
 
-__all__ = ['OneDnnLinear', 'onednn_bf16_available', 'onednn_linear_available', 'onednn_matmul',
-           'weight_gradient']
+__all__ = ['OneDnnLinear', 'linear_forward', 'linear_input_grad', 'onednn_bf16_available',
+           'onednn_linear_available', 'onednn_matmul', 'weight_gradient', 'weight_gradient_on']
 
 
 def onednn_linear_available() -> bool:
@@ -75,34 +77,56 @@ def onednn_matmul(x: torch.Tensor, weight: torch.Tensor,
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, 'none', [], '')
 
 
-def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``grad^T @ x`` over all tokens: grad ``(..., N)``, x ``(..., K)`` -> ``(N, K)``.
+def linear_forward(x: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x (..., K) @ weight (N, K)^T + bias`` on the library :mod:`.gemm_choice` picks."""
+    n, k = weight.shape
+    if choose('forward', x.numel() // k, k, n) == 'mkl':
+        return F.linear(x, weight, bias)
+    return onednn_matmul(x, weight, bias)
 
-    On MKL for many tokens into a layer no wider than its output (``K <= N``, more than
-    ``16 K`` tokens: the early stages' qkv and fc1), which reads both transposed operands in
-    place; on oneDNN everywhere else (1.3-2x faster there on the AVX-512 EPYC, copy
-    included; measured per shape, see ``tools/analysis_tools/benchmark.py``). oneDNN reads
-    the transposed x as its weight in place but copies the transposed grad, its input, into a
-    dense ``(N, tokens)`` buffer.
+
+def linear_input_grad(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``grad (..., N) @ weight (N, K) -> (..., K)`` on the library :mod:`.gemm_choice`
+    picks (oneDNN reads the transposed weight view in place)."""
+    n, k = weight.shape
+    if choose('input_grad', grad.numel() // n, k, n) == 'mkl':
+        return grad.matmul(weight)
+    return onednn_matmul(grad, weight.t())
+
+
+def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad^T @ x`` over all tokens: grad ``(..., N)``, x ``(..., K)`` -> ``(N, K)``, on
+    the library :mod:`.gemm_choice` picks for ``(tokens, K, N)``."""
+    tokens, k, n = x.numel() // x.shape[-1], x.shape[-1], grad.shape[-1]
+    return weight_gradient_on(choose('weight_grad', tokens, k, n), grad, x)
+
+
+def weight_gradient_on(library: str, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad^T @ x`` on ``'mkl'`` or ``'onednn'``.
+
+    MKL reads both transposed operands in place; oneDNN reads the transposed x as its
+    weight in place but copies the transposed grad, its input, into a dense
+    ``(N, tokens)`` buffer. On the AVX-512 AMD EPYC MKL won for many tokens into a layer no
+    wider than its output (``K <= N``, more than ``16 K`` tokens: the early stages' qkv and
+    fc1, ~3x), oneDNN everywhere else (1.3-2x, copy included): :func:`.gemm_choice.rule`.
     """
     flat_grad = grad.reshape(-1, grad.shape[-1])
     flat_x = x.reshape(-1, x.shape[-1])
-    tokens, k, n = flat_x.shape[0], flat_x.shape[1], flat_grad.shape[1]
-    if k <= n and tokens > 16 * k:
+    if library == 'mkl':
         return flat_grad.t().mm(flat_x)
     return torch.ops.mkldnn._linear_pointwise(flat_grad.t(), flat_x.t(), None, 'none', [], '')
 
 
 class _OneDnnLinearFunction(torch.autograd.Function):
-    """``F.linear`` with forward and input gradient on oneDNN, weight gradient on oneDNN
-    or MKL by shape."""
+    """``F.linear`` with each of its three matmuls on the library :mod:`.gemm_choice` picks."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return onednn_matmul(x, weight, bias)
+        return linear_forward(x, weight, bias)
 
     @staticmethod
     @once_differentiable
@@ -110,7 +134,7 @@ class _OneDnnLinearFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = onednn_matmul(grad, weight.t())
+            grad_x = linear_input_grad(grad, weight)
         if ctx.needs_input_grad[1]:
             grad_w = weight_gradient(grad, x)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -144,6 +168,9 @@ class OneDnnLinear(nn.Linear):
                                         or (bias is not None and bias.requires_grad)):
             self.drop_inference_cache()
             return _OneDnnLinearFunction.apply(x, self.weight, bias)  # float32 only, see above
+        if dtype == torch.float32 and choose('forward', x.numel() // self.in_features,
+                                             self.in_features, self.out_features) == 'mkl':
+            return F.linear(x, self.weight, bias)
         bias = None if bias is None else bias.detach().to(dtype)
         return onednn_matmul(x.to(dtype), self._packed_weight(dtype), bias)
 

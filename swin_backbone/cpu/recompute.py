@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .linear import onednn_matmul, weight_gradient
+from .linear import linear_forward, linear_input_grad, weight_gradient
 
 __all__ = ['fused_attention_available', 'gelu_mlp', 'token_chunks', 'window_attention']
 
@@ -50,8 +50,8 @@ class _GeluMlp(torch.autograd.Function):
         flat = x.reshape(-1, x.shape[-1])
         hidden, outs = [], []
         for rows in token_chunks(flat.shape[0], w1.shape[0]):
-            hidden.append(onednn_matmul(flat[rows], w1, b1))
-            outs.append(onednn_matmul(F.gelu(hidden[-1]), w2, b2))
+            hidden.append(linear_forward(flat[rows], w1, b1))
+            outs.append(linear_forward(F.gelu(hidden[-1]), w2, b2))
         ctx.save_for_backward(flat, w1, w2, *hidden)
         ctx.has_bias = (b1 is not None, b2 is not None)
         return _concat(outs).view(*x.shape[:-1], w2.shape[0])
@@ -62,7 +62,6 @@ class _GeluMlp(torch.autograd.Function):
         flat, w1, w2, *hidden = ctx.saved_tensors
         needs = ctx.needs_input_grad
         grad_flat = grad.reshape(-1, grad.shape[-1])
-        w1_t, w2_t = w1.t(), w2.t()  # oneDNN reads the transposed views as they are
         grad_x, grad_w1, grad_b1, grad_w2, grad_b2 = [], None, None, None, None
         for rows, h in zip(token_chunks(flat.shape[0], w1.shape[0]), hidden):
             g = grad_flat[rows]
@@ -70,9 +69,9 @@ class _GeluMlp(torch.autograd.Function):
                 grad_w2 = _accumulate(grad_w2, weight_gradient(g, F.gelu(h)))
             if needs[4] and ctx.has_bias[1]:
                 grad_b2 = _accumulate(grad_b2, g.sum(0))
-            grad_h = torch.ops.aten.gelu_backward(onednn_matmul(g, w2_t), h)
+            grad_h = torch.ops.aten.gelu_backward(linear_input_grad(g, w2), h)
             if needs[0]:
-                grad_x.append(onednn_matmul(grad_h, w1_t))
+                grad_x.append(linear_input_grad(grad_h, w1))
             if needs[1]:
                 grad_w1 = _accumulate(grad_w1, weight_gradient(grad_h, flat[rows]))
             if needs[2] and ctx.has_bias[0]:
