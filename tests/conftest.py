@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # projects.toy_dem
 # The CPU layer's GEMM library by the fixed rule, not by timing (swin_backbone/cpu/
 # gemm_choice.py): results never depend on a timer, nothing is written to ~/.cache, and the
 # tools started in subprocesses inherit it. tests/test_gemm_choice.py tests the timing.
-os.environ.setdefault('SWIN_BACKBONE_GEMM', 'rule')
+os.environ['SWIN_BACKBONE_GEMM'] = 'rule'
 
 from synthetic import save_official  # noqa: E402
 

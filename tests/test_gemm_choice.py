@@ -13,6 +13,10 @@ import torch
 
 from swin_backbone import SwinTransformerV2
 from swin_backbone.cpu import accelerate, gemm_choice
+from swin_backbone.cpu.linear import onednn_linear_available
+
+pytestmark = pytest.mark.skipif(not onednn_linear_available(),
+                                reason='this PyTorch build has no oneDNN linear kernels')
 
 
 @pytest.fixture
@@ -43,26 +47,56 @@ def test_rule_is_the_amd_measurement() -> None:
     assert gemm_choice.rule('forward', 67200, 96, 288) == 'onednn'
 
 
-@pytest.mark.parametrize('op', ['forward', 'input_grad', 'weight_grad'])
+@pytest.mark.parametrize('op', gemm_choice.OPS)
 def test_timed_choice_keeps_the_rule_unless_the_other_is_clearly_faster(op: str) -> None:
-    m, k, n = 512, 32, 64  # rule: oneDNN for all three
+    m, k, n = 512, 32, 64  # rule: oneDNN for all four
     assert gemm_choice.timed_choice(op, m, k, n, clock=scripted_clock(1., .5)) == 'mkl'
     assert gemm_choice.timed_choice(op, m, k, n, clock=scripted_clock(1., .95)) == 'onednn'
     assert gemm_choice.timed_choice(op, m, k, n, clock=scripted_clock(.5, 1.)) == 'onednn'
 
 
-@pytest.mark.parametrize('op', ['forward', 'input_grad', 'weight_grad'])
+def test_timed_choice_replaces_an_mkl_rule_only_when_onednn_is_clearly_faster() -> None:
+    m, k, n = 1024, 8, 16  # many tokens into a narrow layer: the rule says MKL
+    assert gemm_choice.rule('weight_grad', m, k, n) == 'mkl'
+    assert gemm_choice.timed_choice('weight_grad', m, k, n, clock=scripted_clock(.5, 1.)) == 'onednn'
+    assert gemm_choice.timed_choice('weight_grad', m, k, n, clock=scripted_clock(.95, 1.)) == 'mkl'
+
+
+@pytest.mark.parametrize('op', gemm_choice.OPS)
 def test_timed_choice_runs_both_real_kernels(op: str, monkeypatch) -> None:
+    """Each library's kernel runs a warm-up and three timed runs, on float32 inputs with the
+    shapes asked for (the inference op on a prepacked weight)."""
     from swin_backbone.cpu import linear
     ran = []
     real_onednn, real_wg = linear.onednn_matmul, linear.weight_gradient_on
-    monkeypatch.setattr(linear, 'onednn_matmul', lambda *a: ran.append('onednn') or real_onednn(*a))
+
+    def onednn(x, weight, bias=None):
+        ran.append(('onednn', x.dtype, tuple(x.shape), weight.is_mkldnn))
+        return real_onednn(x, weight, bias)
+
+    def mkl_linear(x, weight, bias=None):
+        ran.append(('mkl', x.dtype, tuple(x.shape), False))
+        return x @ weight.t() + bias
+
+    monkeypatch.setattr(linear, 'onednn_matmul', onednn)
+    monkeypatch.setattr(torch.nn.functional, 'linear', mkl_linear)
     monkeypatch.setattr(linear, 'weight_gradient_on',
-                        lambda lib, *a: ran.append(lib) or real_wg(lib, *a))
-    assert gemm_choice.timed_choice(op, 256, 8, 16) in ('onednn', 'mkl')
-    assert ran.count('onednn') == 4  # a warm-up and three timed runs
-    if op == 'weight_grad':
-        assert ran.count('mkl') == 4
+                        lambda lib, g, x: ran.append((lib, x.dtype, tuple(x.shape), False))
+                        or real_wg(lib, g, x))
+    torch.set_default_dtype(torch.float64)  # ignored: the kernels time float32
+    try:
+        assert gemm_choice.timed_choice(op, 256, 8, 16) in ('onednn', 'mkl')
+    finally:
+        torch.set_default_dtype(torch.float32)
+    if op == 'input_grad':  # MKL's side is a plain mm
+        assert [r[0] for r in ran] == ['onednn'] * 4
+        assert {r[2] for r in ran} == {(256, 16)}
+    else:
+        assert [r[0] for r in ran] == ['onednn'] * 4 + ['mkl'] * 4
+        assert {r[2] for r in ran} == {(256, 8)}
+    assert {r[1] for r in ran} == {torch.float32}
+    if op in ('inference', 'forward'):
+        assert {r[3] for r in ran if r[0] == 'onednn'} == {op == 'inference'}
 
 
 def test_timed_choice_rejects_an_unknown_op() -> None:
@@ -96,25 +130,57 @@ def test_calibration_times_each_bucket_once_and_caches_it_on_disk(calibrating, m
         calls.append((op, m, k, n))
         return 'mkl'
     monkeypatch.setattr(gemm_choice, 'timed_choice', fake)
-    assert gemm_choice.choose('forward', 1000, 96, 288) == 'mkl'
-    assert gemm_choice.choose('forward', 900, 96, 288) == 'mkl'  # same bucket: 1024
-    assert calls == [('forward', 1024, 96, 288)]
+    assert gemm_choice.choose('forward', 60000, 96, 288) == 'mkl'
+    assert gemm_choice.choose('forward', 40000, 96, 288) == 'mkl'  # same bucket: 65536
+    assert gemm_choice.choose('forward', 1000, 96, 288) == 'onednn'  # too small to time
+    assert calls == [('forward', 65536, 96, 288)]
     path = gemm_choice.cache_path()
     assert path.parent.parent == calibrating
-    assert json.loads(path.read_text()) == {'forward:1024:96:288': 'mkl'}
+    assert json.loads(path.read_text()) == {'forward:65536:96:288': 'mkl'}
 
     gemm_choice.forget()  # a new process: the file answers, nothing is timed
     monkeypatch.setattr(gemm_choice, 'timed_choice', _must_not_time)
-    assert gemm_choice.choose('forward', 1000, 96, 288) == 'mkl'
+    assert gemm_choice.choose('forward', 60000, 96, 288) == 'mkl'
 
 
-def test_an_unreadable_cache_file_is_re_timed(calibrating, monkeypatch) -> None:
+@pytest.mark.parametrize('content', ['{not json', '[]', 'null', '{"input_grad:4096:192:576": 7}'])
+def test_an_unusable_cache_file_is_re_timed(content: str, calibrating, monkeypatch) -> None:
     path = gemm_choice.cache_path()
     path.parent.mkdir(parents=True)
-    path.write_text('{not json')
+    path.write_text(content)
     monkeypatch.setattr(gemm_choice, 'timed_choice', lambda *a: 'onednn')
-    assert gemm_choice.choose('input_grad', 300, 8, 16) == 'onednn'
-    assert json.loads(path.read_text()) == {'input_grad:512:8:16': 'onednn'}
+    assert gemm_choice.choose('input_grad', 3000, 192, 576) == 'onednn'
+    assert json.loads(path.read_text()) == {'input_grad:4096:192:576': 'onednn'}
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left
+
+
+def test_entries_another_process_wrote_are_kept(calibrating, monkeypatch) -> None:
+    monkeypatch.setattr(gemm_choice, 'timed_choice', lambda *a: 'mkl')
+    assert gemm_choice.choose('forward', 60000, 96, 288) == 'mkl'
+    path = gemm_choice.cache_path()
+    other = json.loads(path.read_text())
+    other['weight_grad:65536:96:288'] = 'onednn'  # written meanwhile by another process
+    path.write_text(json.dumps(other))
+    assert gemm_choice.choose('inference', 60000, 96, 288) == 'mkl'
+    assert json.loads(path.read_text()) == {'forward:65536:96:288': 'mkl',
+                                            'inference:65536:96:288': 'mkl',
+                                            'weight_grad:65536:96:288': 'onednn'}
+
+
+def test_choices_are_kept_per_thread_count(calibrating, monkeypatch) -> None:
+    answers = iter(['mkl', 'onednn'])
+    monkeypatch.setattr(gemm_choice, 'timed_choice', lambda *a: next(answers))
+    threads = torch.get_num_threads()
+    assert gemm_choice.choose('forward', 60000, 96, 288) == 'mkl'
+    first = gemm_choice.cache_path()
+    torch.set_num_threads(threads + 1)
+    try:
+        assert gemm_choice.cache_path() != first
+        assert gemm_choice.choose('forward', 60000, 96, 288) == 'onednn'  # timed again
+    finally:
+        torch.set_num_threads(threads)
+    assert gemm_choice.choose('forward', 60000, 96, 288) == 'mkl'
+    assert json.loads(first.read_text()) == {'forward:65536:96:288': 'mkl'}
 
 
 @pytest.mark.parametrize('library', ['onednn', 'mkl'])

@@ -3,7 +3,7 @@
 ``swin_backbone.models`` is the reference model: plain ``nn.Linear``, one SDPA call per
 window group, nothing kept between forwards, the same code on every device and dtype.
 :func:`accelerate` turns the modules of every Swin backbone inside a model into the CPU
-subclasses of :mod:`.modules` (oneDNN linears, recomputing training kernels, cached masks
+subclasses of :mod:`.modules` (oneDNN / MKL linears, recomputing training kernels, cached masks
 and chunked inference), in place and with the same parameters. Calls on other devices, under
 ``torch.compile``, tracing or export still run the reference code, so an accelerated model
 can be moved to a GPU or exported unchanged. ``tools/train.py``, ``tools/test.py``,

@@ -1,24 +1,30 @@
 """Which library multiplies each float32 linear of the CPU layer: oneDNN or MKL, per shape.
 
-Which one is faster depends on the CPU: on the AMD EPYC machines oneDNN wins the tall, thin
+Which one is faster depends on the CPU: on the AVX-512 AMD EPYC oneDNN wins the tall, thin
 matmuls of a Swin backbone by 1.3-3x, while on the Intel Xeon with AMX MKL is as fast or
-faster (README, "Per CPU family"). So instead of constants tuned on one CPU, every matmul
-shape is timed once on the machine that runs it, both ways, and the faster library is kept.
+faster (README, "Per CPU family"), and on the AVX2-only EPYC MKL wins most weight
+gradients. So instead of constants tuned on one CPU, every large matmul shape is timed
+once on the machine that runs it, both ways, and the faster library is kept.
 
 ``SWIN_BACKBONE_GEMM`` selects the policy:
 
-* ``calibrate`` (default): time each new ``(op, M bucket, K, N)`` once, both libraries (best
-  of 3 after a warm-up, on the caller's threads), keep the faster; the other library must be
-  at least 10 % faster to replace the rule below. Results are cached in memory and in
-  ``$XDG_CACHE_HOME/swin_backbone/gemm-<key>.json`` (default ``~/.cache``), one file per CPU
-  model, torch version and thread count, written atomically; an unwritable cache only costs
-  re-timing in the next process.
-* ``rule``: no timing, the rule measured on the AMD EPYC: oneDNN everywhere but the weight
-  gradient of many tokens into a layer no wider than its output (MKL). The tests use it, so
-  their kernel choice never depends on a timer.
-* ``onednn`` / ``mkl``: one library for every shape.
+* ``calibrate`` (default): time each new ``(op, M bucket, K, N)`` of at least 2^26
+  multiply-adds once, both libraries (best of 3 after a warm-up, on the caller's threads),
+  keep the faster; the other library must be at least 10 % faster to replace the rule
+  below (smaller matmuls take the rule: timing them would cost more than it could save).
+  Results are cached in memory and in ``$XDG_CACHE_HOME/swin_backbone/gemm-<key>.json``
+  (default ``~/.cache``), one file per CPU model, torch version and thread count, merged
+  with what other processes wrote and replaced atomically; an unwritable cache only costs
+  re-timing in the next process. Two runs share their kernels, and so their float32
+  rounding, only when they read the same file: for bit-identical reruns on different
+  machines or cold caches use ``rule``.
+* ``rule``: no timing, no file: the rule measured on the AVX-512 AMD EPYC: oneDNN
+  everywhere but the weight gradient of many tokens into a layer no wider than its output
+  (MKL). The tests use it, so their kernel choice never depends on a timer.
+* ``onednn`` / ``mkl``: one library for every shape, no timing, no file.
 
-``op`` is ``'forward'`` (``x (M, K) @ W^T``; oneDNN with the weight prepacked),
+``op`` is ``'inference'`` (``x (M, K) @ W^T + b``, oneDNN with the weight prepacked),
+``'forward'`` (the same with autograd: oneDNN reorders the plain weight in every call),
 ``'input_grad'`` (``grad (M, N) @ W``) or ``'weight_grad'`` (``grad^T @ x``, M tokens).
 M is bucketed to the next power of two, so one calibration covers nearby image sizes.
 Only float32 CPU linears of the CPU layer ask; GPUs, half precision, bf16 autocast and
@@ -30,20 +36,25 @@ import json
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-__all__ = ['POLICIES', 'choose', 'policy', 'rule', 'timed_choice']
+__all__ = ['OPS', 'POLICIES', 'bucket', 'cache_path', 'choose', 'forget', 'policy', 'rule',
+           'timed_choice']
 
+OPS = ('inference', 'forward', 'input_grad', 'weight_grad')
 POLICIES = ('calibrate', 'rule', 'onednn', 'mkl')
 _ENV = 'SWIN_BACKBONE_GEMM'
 _MARGIN = 0.9  # the other library must take < 90 % of the rule's time to be chosen
 _REPEATS = 3
-_choices: dict[str, str] = {}
-_loaded_from: Path | None = None
+_TIMED_ABOVE_MACS = 1 << 26  # smaller matmuls (< ~1 ms) take the rule
+_LIBRARIES = ('onednn', 'mkl')
+_choices: dict[Path, dict[str, str]] = {}  # per cache file: thread count, CPU, torch
+_lock = threading.Lock()
 
 
 def policy() -> str:
@@ -55,7 +66,8 @@ def policy() -> str:
 
 
 def rule(op: str, m: int, k: int, n: int) -> str:
-    """The AMD EPYC measurement as a rule (see :func:`swin_backbone.cpu.linear.weight_gradient`)."""
+    """The AVX-512 AMD EPYC measurement as a rule (see
+    :func:`swin_backbone.cpu.linear.weight_gradient_on`)."""
     if op == 'weight_grad' and k <= n and m > 16 * k:
         return 'mkl'
     return 'onednn'
@@ -69,17 +81,21 @@ def bucket(m: int) -> int:
 def choose(op: str, m: int, k: int, n: int) -> str:
     """``'onednn'`` or ``'mkl'`` for one matmul shape under the current policy."""
     mode = policy()
-    if mode in ('onednn', 'mkl'):
+    if mode in _LIBRARIES:
         return mode
-    if mode == 'rule':
+    if mode == 'rule' or bucket(m) * k * n < _TIMED_ABOVE_MACS:
         return rule(op, m, k, n)
     key = f'{op}:{bucket(m)}:{k}:{n}'
-    if key not in _choices:
-        _load()
-    if key not in _choices:
-        _choices[key] = timed_choice(op, bucket(m), k, n)
-        _save()
-    return _choices[key]
+    path = cache_path()
+    choices = _choices.get(path)
+    if choices is not None and key in choices:
+        return choices[key]
+    with _lock:  # one timing at a time: concurrent timings would skew each other
+        choices = _choices.setdefault(path, _read(path))
+        if key not in choices:
+            choices[key] = timed_choice(op, bucket(m), k, n)
+            _write(path, choices)
+        return choices[key]
 
 
 def timed_choice(op: str, m: int, k: int, n: int,
@@ -87,23 +103,28 @@ def timed_choice(op: str, m: int, k: int, n: int,
     """Time ``op`` at ``(m, k, n)`` on both libraries; the rule's unless the other is clearly
     faster."""
     from .linear import onednn_matmul, weight_gradient_on
+    if op not in OPS:
+        raise ValueError(f'unknown GEMM op {op!r}: one of {", ".join(OPS)}')
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float32, device='cpu')
+
     with torch.no_grad():
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(m, k, generator=gen)
-        weight = torch.randn(n, k, generator=gen)
-        grad = torch.randn(m, n, generator=gen)
-        if op == 'forward':
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-            runs = {'onednn': lambda: onednn_matmul(x, packed, None),
-                    'mkl': lambda: torch.nn.functional.linear(x, weight)}
+        weight, bias = rand(n, k), rand(n)
+        if op in ('inference', 'forward'):
+            x = rand(m, k)
+            onednn_weight = (torch.ops.mkldnn._reorder_linear_weight(weight, None)
+                             if op == 'inference' else weight)
+            runs = {'onednn': lambda: onednn_matmul(x, onednn_weight, bias),
+                    'mkl': lambda: torch.nn.functional.linear(x, weight, bias)}
         elif op == 'input_grad':
+            grad = rand(m, n)
             runs = {'onednn': lambda: onednn_matmul(grad, weight.t()),
                     'mkl': lambda: grad.mm(weight)}
-        elif op == 'weight_grad':
-            runs = {lib: (lambda lib=lib: weight_gradient_on(lib, grad, x))
-                    for lib in ('onednn', 'mkl')}
         else:
-            raise ValueError(f'unknown GEMM op {op!r}: forward, input_grad or weight_grad')
+            x, grad = rand(m, k), rand(m, n)
+            runs = {lib: (lambda lib=lib: weight_gradient_on(lib, grad, x)) for lib in _LIBRARIES}
         best = {}
         for lib, run in runs.items():
             run()
@@ -137,33 +158,37 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _load() -> None:
-    global _loaded_from
-    path = cache_path()
-    if _loaded_from == path:
-        return
-    _loaded_from = path
+def _read(path: Path) -> dict[str, str]:
+    """The valid entries of a cache file; empty when it is missing or unreadable."""
     try:
         stored = json.loads(path.read_text())
     except (OSError, ValueError):
-        return
-    _choices.update({k: v for k, v in stored.items() if v in ('onednn', 'mkl')})
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if isinstance(k, str) and v in _LIBRARIES}
 
 
-def _save() -> None:
-    path = cache_path()
+def _write(path: Path, choices: dict[str, str]) -> None:
+    """Merge ``choices`` into the file (another process may have added entries) and
+    replace it atomically; a temporary file never outlives a failed write."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_read(path), **choices}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-        with os.fdopen(fd, 'w') as f:
-            json.dump(_choices, f, indent=0, sort_keys=True)
-        os.replace(tmp, path)
     except OSError:
-        pass
+        return
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(merged, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise
 
 
 def forget() -> None:
     """Drop the in-memory choices (the next :func:`choose` reads the cache file again)."""
-    global _loaded_from
-    _choices.clear()
-    _loaded_from = None
+    with _lock:
+        _choices.clear()

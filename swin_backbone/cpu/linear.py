@@ -8,7 +8,8 @@ cached, or a fixed rule; ``SWIN_BACKBONE_GEMM``). :class:`OneDnnLinear` is what
 :func:`swin_backbone.cpu.accelerate` turns a backbone's ``nn.Linear`` into: same parameters
 and state-dict keys, only the library that multiplies changes:
 
-* without autograd (inference): on oneDNN, ``torch.ops.mkldnn._linear_pointwise`` with the
+* without autograd (inference): where oneDNN is chosen (else ``F.linear``),
+  ``torch.ops.mkldnn._linear_pointwise`` with the
   weight reordered once into oneDNN's blocked layout, cached until the weight changes (its
   version counter or storage), a forward records gradients or ``train()`` / ``eval()``
   is called (:meth:`OneDnnLinear.drop_inference_cache`); under CPU bf16 autocast the same
@@ -143,8 +144,8 @@ class _OneDnnLinearFunction(torch.autograd.Function):
 
 
 class OneDnnLinear(nn.Linear):
-    """``nn.Linear`` (same parameters, state dict and results to float32 rounding) that
-    multiplies on oneDNN for float32 CPU tensors; see the module docstring. Made from a
+    """``nn.Linear`` (same parameters, state dict and results to float32 rounding) whose
+    float32 CPU matmuls run on oneDNN or MKL by shape; see the module docstring. Made from a
     built ``nn.Linear`` by :meth:`adopt`."""
 
     _packed: dict[torch.dtype, tuple[tuple, torch.Tensor]]
@@ -168,7 +169,7 @@ class OneDnnLinear(nn.Linear):
                                         or (bias is not None and bias.requires_grad)):
             self.drop_inference_cache()
             return _OneDnnLinearFunction.apply(x, self.weight, bias)  # float32 only, see above
-        if dtype == torch.float32 and choose('forward', x.numel() // self.in_features,
+        if dtype == torch.float32 and choose('inference', x.numel() // self.in_features,
                                              self.in_features, self.out_features) == 'mkl':
             return F.linear(x, self.weight, bias)
         bias = None if bias is None else bias.detach().to(dtype)

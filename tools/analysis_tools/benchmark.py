@@ -9,8 +9,10 @@ Peers: mmdet 3.3's ``SwinTransformer`` (V1) and timm's Swin / SwinV2 (V1, V2), S
 same window, identical weights (one generated official-layout checkpoint, loaded by each
 through its own converter). Before anything is timed, outputs are compared (fp32, through
 the same output norms): a speed-up can never come from computing something else. Runs are
-interleaved after warm-up; medians, spreads (min-max) and ratios are reported. Writes
-``benchmark.md`` and ``scaling.png`` to ``--out`` and prints the table.
+interleaved after warm-up (the warm-up also calibrates the CPU layer's GEMM choice on a cold
+cache, ``swin_backbone/cpu/gemm_choice.py``); medians, spreads (min-max) and ratios are
+reported. Writes ``benchmark.md`` and ``scaling.png`` to ``--out`` (``deployment.md`` /
+``end_to_end.md`` with the ``-only`` flags) and prints the table.
 """
 from __future__ import annotations
 
@@ -301,12 +303,13 @@ def main() -> None:
     parser.add_argument('--out', default='results/benchmark', type=Path)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--quick', action='store_true', help='fewer sizes and repeats')
-    parser.add_argument('--deployment-only', action='store_true',
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument('--deployment-only', action='store_true',
                         help='the machine, the parity check and the deployment section only')
-    parser.add_argument('--end-to-end-only', action='store_true',
+    only.add_argument('--end-to-end-only', action='store_true',
                         help='the machine, the parity check and the Mask R-CNN / UPerNet '
                              'forwards only')
-    parser.add_argument('--memory-only', action='store_true',
+    only.add_argument('--memory-only', action='store_true',
                         help='peak memory at high resolution, ours and timm, each case in a '
                              'fresh process (memory.py); --quick: training at 1024 only')
     args = parser.parse_args()
