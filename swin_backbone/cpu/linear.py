@@ -9,8 +9,8 @@ cached, or a fixed rule; ``SWIN_BACKBONE_GEMM``). :class:`OneDnnLinear` is what
 and state-dict keys, only the library that multiplies changes:
 
 * without autograd (inference): where oneDNN is chosen (else ``F.linear``),
-  ``torch.ops.mkldnn._linear_pointwise`` with the
-  weight reordered once into oneDNN's blocked layout, cached until the weight changes (its
+  ``torch.ops.mkldnn._linear_pointwise`` with the weight reordered once into oneDNN's
+  blocked layout, cached until the weight changes (its
   version counter or storage), a forward records gradients or ``train()`` / ``eval()``
   is called (:meth:`OneDnnLinear.drop_inference_cache`); under CPU bf16 autocast the same
   in bfloat16, the dtype autocast would use, with the bf16 copy of the weight packed once

@@ -96,8 +96,8 @@ def _accumulate(total: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
 
 
 def gelu_mlp(x: torch.Tensor, fc1: torch.nn.Linear, fc2: torch.nn.Linear) -> torch.Tensor:
-    """``fc2(gelu(fc1(x)))`` with oneDNN / MKL matmuls (:mod:`.gemm_choice`), ``(..., C) -> (..., C_out)``; keeps
-    ``C + 4C`` per token for backward instead of ``C + 8C``."""
+    """``fc2(gelu(fc1(x)))``, ``(..., C) -> (..., C_out)``, with oneDNN / MKL matmuls
+    (:mod:`.gemm_choice`); keeps ``C + 4C`` per token for backward instead of ``C + 8C``."""
     return _GeluMlp.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
 
 

@@ -34,7 +34,7 @@ class BackboneSlot(torch.nn.Module):
 
     def __init__(self, backbone: Backbone, bf16: bool) -> None:
         super().__init__()
-        self.module = backbone.module.eval()  # a benchmark's training step may have left it in train
+        self.module = backbone.module.eval()  # a training step before may have left it in train
         self._features = backbone.features
         self.bf16 = bf16
 
