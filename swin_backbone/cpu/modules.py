@@ -23,11 +23,13 @@ from torch import nn
 
 from ..models.attention import CosineWindowAttention, WindowAttention, merge_heads
 from ..models.blocks import Mlp, SwinBlock, SwinBlockV2, SwinStage, WindowLayout
+from .bf16_attention import bf16_window_attention
 from .eager import eager, eager_cpu_float32
-from .linear import OneDnnLinear, onednn_linear_available
+from .linear import OneDnnLinear, onednn_bf16_available, onednn_linear_available
 from .recompute import fused_attention_available, gelu_mlp, token_chunks, window_attention
 
 _ONEDNN = onednn_linear_available()
+_BF16_GEMMS = onednn_bf16_available()  # without them bf16 matmuls are emulated: SDPA instead
 _FUSED_ATTENTION = fused_attention_available()
 # Inference attends in chunks of windows once the windows of one call exceed glibc's largest
 # mmap threshold (32 MiB): bigger temporaries arrive as fresh pages on every forward, which
@@ -120,7 +122,9 @@ class _CpuAttention:
         return out
 
     def _cached_mask(self, shift_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        """Bias plus shift mask, ``(1, h, N, N)``.
+        """Bias plus shift mask, ``(1, h, N, N)``, in the windows' ``dtype`` (float32 for
+        the bf16 windows of :func:`.bf16_attention.bf16_window_attention`, which adds it to
+        float32 logits).
 
         Kept between inference forwards, keyed by the shift mask (the stage's cached tensor,
         held by the key, so identity is safe), the dtype and the version counters and
@@ -134,7 +138,7 @@ class _CpuAttention:
         mask = self.relative_position_bias()  # (h, N, N)
         if shift_mask is not None:
             mask = mask + shift_mask
-        mask = mask.unsqueeze(0).to(dtype)
+        mask = mask.unsqueeze(0).to(torch.float32 if _bf16_kernel(dtype) else dtype)
         # Entries of a layout no longer in use (other masks, old weights) go.
         self._mask_cache = [entry for entry in cache[-3:] if entry[0][1:] == (dtype, params)]
         self._mask_cache.append(((shift_mask, dtype, params), mask))
@@ -142,16 +146,23 @@ class _CpuAttention:
 
     def _attend(self, qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(3, B * nW, h, N, d)`` q, k, v and a ``(1, h, N, N)`` mask from
-        :meth:`_cached_mask` -> ``(B * nW, h, N, d)``."""
+        :meth:`_cached_mask` -> ``(B * nW, h, N, d)``; bf16 windows attend through
+        :func:`.bf16_attention.bf16_window_attention`, others through SDPA."""
         q, k = self._scaled_qk_for_inference(qkv[0], qkv[1])
         v = qkv[2]
-        q, k = q.to(v.dtype), k.to(v.dtype)
+        if _bf16_kernel(v.dtype):
+            return bf16_window_attention(q, k, v, mask, self._kernel_scale())
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                                                 scale=self._kernel_scale())
 
     def _project(self, out: torch.Tensor) -> torch.Tensor:
         """``(B * nW, h, N, d)`` -> ``(B * nW, N, C)``."""
         return self.proj_drop(self.proj(merge_heads(out)))
+
+
+def _bf16_kernel(dtype: torch.dtype) -> bool:
+    """Whether windows of ``dtype`` attend through :func:`.bf16_attention.bf16_window_attention`."""
+    return dtype == torch.bfloat16 and _BF16_GEMMS
 
 
 class CpuWindowAttention(_CpuAttention, WindowAttention):
@@ -198,19 +209,21 @@ class CpuCosineWindowAttention(_CpuAttention, CosineWindowAttention):
 
     def _scaled_qk_for_inference(self, q: torch.Tensor, k: torch.Tensor
                                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``logit_scale * q / ||q||`` and ``k / ||k||`` in float32, one pass over each."""
-        dtype = torch.promote_types(q.dtype, torch.float32)
-        return (_scaled_unit_vectors(q.to(dtype), self.clamped_logit_scale()),
-                _scaled_unit_vectors(k.to(dtype)))
+        """``logit_scale * q / ||q||`` and ``k / ||k||`` in q's dtype (computed in float32)."""
+        return (_scaled_unit_vectors(q, self.clamped_logit_scale()), _scaled_unit_vectors(k))
 
 
 def _scaled_unit_vectors(x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.normalize(x, dim=-1) * scale`` in one pass over x: the per-vector factor
-    ``scale / max(||x||, 1e-12)`` is formed on the small ``(..., 1)`` norm tensor."""
-    factor = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+    """``F.normalize(x, dim=-1) * scale`` in x's dtype, computed in float32 (or wider): the
+    per-vector factor ``scale / max(||x||, 1e-12)`` is formed on the small ``(..., 1)`` norm
+    tensor; a bf16 / fp16 x is widened once, scaled in place and rounded once."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    factor = torch.linalg.vector_norm(wide, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
     if scale is not None:
         factor = factor.mul_(scale)
-    return x * factor
+    if wide is x:  # float32 x: a view of the caller's qkv, never written
+        return x * factor
+    return wide.mul_(factor).to(x.dtype)
 
 
 class _ChunkedFeedForward:
