@@ -44,7 +44,8 @@ def test_chunks_equal_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bf16_attention, 'LOGIT_BYTES_PER_CHUNK', 7 * per_window)  # 5 chunks
     calls = []
     softmax = torch.softmax
-    monkeypatch.setattr(torch, 'softmax', lambda x, dim: calls.append(x.shape[0]) or softmax(x, dim))
+    monkeypatch.setattr(torch, 'softmax',
+                        lambda x, dim: calls.append(x.shape[0]) or softmax(x, dim))
     chunked = bf16_attention.bf16_window_attention(q, k, v, mask, 1.0)
     assert calls == [7, 7, 7, 7, 2]
     torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
