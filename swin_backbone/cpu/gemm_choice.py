@@ -43,8 +43,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ['OPS', 'POLICIES', 'bucket', 'cache_path', 'choose', 'forget', 'policy', 'rule',
-           'timed_choice']
+__all__ = ['OPS', 'POLICIES', 'bucket', 'cache_path', 'cached_choices', 'choose', 'cpu_model',
+           'forget', 'policy', 'rule', 'timed_choice']
 
 OPS = ('inference', 'forward', 'input_grad', 'weight_grad')
 POLICIES = ('calibrate', 'rule', 'onednn', 'mkl')
@@ -142,12 +142,13 @@ def timed_choice(op: str, m: int, k: int, n: int,
 def cache_path() -> Path:
     """This machine's cache file: CPU model, torch version and thread count in the name."""
     root = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'swin_backbone'
-    raw = f'{_cpu_model()}-torch{torch.__version__}-{torch.get_num_threads()}threads'
+    raw = f'{cpu_model()}-torch{torch.__version__}-{torch.get_num_threads()}threads'
     safe = ''.join(c if c.isalnum() or c in '.-' else '_' for c in raw)
     return root / f'gemm-{safe}.json'
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """``model name`` from ``/proc/cpuinfo``, else what ``platform`` says."""
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
@@ -156,6 +157,11 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cached_choices() -> dict[str, str]:
+    """What this machine's cache file holds: ``'op:M:K:N'`` -> ``'onednn'`` or ``'mkl'``."""
+    return _read(cache_path())
 
 
 def _read(path: Path) -> dict[str, str]:

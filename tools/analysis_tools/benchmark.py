@@ -44,16 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import memory  # noqa: E402
 from end_to_end import end_to_end_cases  # noqa: E402
 from machine import ceiling_share, cpu_model, isa_flags, machine_table  # noqa: E402
+from named_backbone import Backbone  # noqa: E402
 
 PARITY_TOL = 1e-4
-
-
-class Backbone:
-    """A named model whose ``features(x)`` returns the four NCHW maps after our output norms."""
-
-    def __init__(self, name: str, module: torch.nn.Module,
-                 features: Callable[[torch.Tensor], list[torch.Tensor]]) -> None:
-        self.name, self.module, self.features = name, module, features
 
 
 def build_backbones(ckpt_dir: Path, size: tuple[int, int]) -> dict[int, list[Backbone]]:

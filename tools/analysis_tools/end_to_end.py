@@ -12,17 +12,11 @@ which stay float32: under a whole-model autocast mmcv 2.1's CPU NMS raises
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 import torch
 
-
-class Backbone(Protocol):
-    """benchmark.Backbone: a name, the module and ``features(x)`` -> four NCHW maps."""
-
-    name: str
-    module: torch.nn.Module
-    features: Callable[[torch.Tensor], list[torch.Tensor]]
+from named_backbone import Backbone
 
 
 class BackboneSlot(torch.nn.Module):

@@ -59,7 +59,7 @@ def main() -> None:
         under('rule', fn)()
         rule_s = seconds(under('rule', fn))
         print(f'| {name} | {seconds(under("calibrate", fn)):.2f} | {rule_s:.2f} |')
-    choices = gemm_choice._read(gemm_choice.cache_path())
+    choices = gemm_choice.cached_choices()
     changed = sum(lib != gemm_choice.rule(op, int(m), int(k), int(n))
                   for (op, m, k, n), lib in ((key.split(':'), lib) for key, lib in choices.items()))
     print(f'\n{len(choices)} shapes timed, {changed} of them not on the rule\'s library')

@@ -10,26 +10,19 @@ Usage: ``python tools/analysis_tools/machine.py`` prints the table alone (about 
 """
 from __future__ import annotations
 
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from swin_backbone.cpu.gemm_choice import cpu_model  # noqa: E402  (the name its cache file uses)
+
 #: /proc/cpuinfo flags that decide the GEMM kernels, and how the table names them.
 ISA_FLAGS = {'avx2': 'AVX2', 'avx512f': 'AVX-512', 'avx512_bf16': 'AVX512_BF16',
              'amx_bf16': 'AMX-BF16', 'amx_tile': 'AMX'}
-
-
-def cpu_model() -> str:
-    """``model name`` from ``/proc/cpuinfo``, else what ``platform`` says."""
-    try:
-        info = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    return next((line.split(':', 1)[1].strip() for line in info.splitlines()
-                 if line.startswith('model name')), platform.machine())
 
 
 def isa_flags() -> dict[str, bool]:
