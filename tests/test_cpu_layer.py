@@ -103,3 +103,19 @@ def test_models_never_import_the_cpu_layer() -> None:
             'bad = [m for m in sys.modules if m.startswith("swin_backbone.cpu")]; '
             'assert not bad, bad')
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('strided', [False, True], ids=['contiguous', 'qkv view'])
+def test_scaled_unit_vectors_match_normalize_and_leave_their_input(dtype: torch.dtype,
+                                                                   strided: bool) -> None:
+    from swin_backbone.cpu.modules import _scaled_unit_vectors
+    qkv = torch.randn(5, 16, 3, 2, 8).to(dtype)
+    x = qkv.permute(2, 0, 3, 1, 4)[0] if strided else qkv[:, :, 0, 0].contiguous()
+    before = x.clone()
+    scale = torch.tensor([[[3.]], [[10.]]]) if strided else torch.tensor(10.)
+    got = _scaled_unit_vectors(x, scale)
+    want = (torch.nn.functional.normalize(x.float(), dim=-1) * scale).to(dtype)
+    assert got.dtype == dtype and got.is_contiguous()
+    torch.testing.assert_close(got, want)
+    assert torch.equal(x, before)

@@ -35,7 +35,7 @@ def bf16_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         ``(B * nW, h, N, d)`` bfloat16, contiguous.
     """
     windows, heads, tokens, _ = q.shape
-    out = torch.empty(v.shape, dtype=v.dtype)
+    out = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     rows = max(1, LOGIT_BYTES_PER_CHUNK // (heads * tokens * tokens * 4))
     k_t = k.transpose(-1, -2)
     for first in range(0, windows, rows):

@@ -214,15 +214,19 @@ class CpuCosineWindowAttention(_CpuAttention, CosineWindowAttention):
 
 
 def _scaled_unit_vectors(x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.normalize(x, dim=-1) * scale`` in x's dtype, computed in float32 (or wider): the
+    """``F.normalize(x, dim=-1) * scale`` in x's dtype, computed in float32 (or wider).
+
+    x (a strided view of qkv) is first copied into a fresh contiguous tensor, widened on the
+    way: the norm of contiguous vectors runs ~4x faster than over the view (SwinV2-T's stage-1
+    q at 800x1344: 3.3 against 13.4 ms for the whole normalisation, same bits). The
     per-vector factor ``scale / max(||x||, 1e-12)`` is formed on the small ``(..., 1)`` norm
-    tensor; a bf16 / fp16 x is widened once, scaled in place and rounded once."""
-    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    tensor and applied in place; a bf16 / fp16 x is rounded once, on the way out."""
+    wide = torch.empty(x.shape, dtype=torch.promote_types(x.dtype, torch.float32),
+                       device=x.device)
+    wide.copy_(x)
     factor = torch.linalg.vector_norm(wide, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
     if scale is not None:
         factor = factor.mul_(scale)
-    if wide is x:  # float32 x: a view of the caller's qkv, never written
-        return x * factor
     return wide.mul_(factor).to(x.dtype)
 
 
