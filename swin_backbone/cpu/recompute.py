@@ -129,8 +129,7 @@ class _WindowAttention(torch.autograd.Function):
         q, k, v = qkv.unbind(0)
         inv_q = inv_k = None
         if logit_scale is not None:  # V2: cosine similarity times the logit scale
-            # contiguous copies (qkv is saved as it is): norms over the strided views run ~4x
-            # slower
+            # fresh contiguous copies (qkv is saved as it is): ~4x faster norms than on views
             q, k = (t.clone(memory_format=torch.contiguous_format) for t in (q, k))
             inv_q, inv_k = _inverse_norm(q), _inverse_norm(k)
             q, k = q.mul_(inv_q * logit_scale), k.mul_(inv_k)
