@@ -3,15 +3,14 @@ kernel against a float64 softmax, its chunks against one call, and the accelerat
 under bf16 autocast against their own float32, no further off than the reference model."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpu_pair import reference_and_accelerated
 from swin_backbone import SwinTransformer, SwinTransformerV2
-from swin_backbone.cpu import accelerate, bf16_attention, modules
+from swin_backbone.cpu import bf16_attention, modules
 
 VERSIONS = pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
 
@@ -51,17 +50,6 @@ def test_chunks_equal_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
 
 
-def _model(cls: type) -> nn.Module:
-    torch.manual_seed(0)
-    model = cls(arch=dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4]), window_size=4,
-                drop_path_rate=0., out_indices=(0, 1))
-    for m in model.modules():  # V2's zero-initialised post-norms would hide the branches
-        if isinstance(m, nn.LayerNorm):
-            nn.init.normal_(m.weight, 1., .1)
-            nn.init.normal_(m.bias, 0., .1)
-    return model.eval()
-
-
 def _relative_errors(model: nn.Module, x: torch.Tensor) -> list[float]:
     """max |bf16 autocast - float32| / std of the float32 output, per output."""
     with torch.no_grad():
@@ -82,8 +70,7 @@ def test_autocast_error_within_the_reference_models(cls: type, bf16_gemms: bool,
     kernel = bf16_attention.bf16_window_attention
     monkeypatch.setattr(modules, 'bf16_window_attention',
                         lambda *a: kernel_calls.append(a[0].shape) or kernel(*a))
-    reference = _model(cls)
-    fast = accelerate(copy.deepcopy(reference))
+    reference, fast = (m.eval() for m in reference_and_accelerated(cls))
     x = torch.randn(2, 3, 45, 61)  # pads and shifts at both stages
     reference_errors = _relative_errors(reference, x)
     errors = _relative_errors(fast, x)
@@ -99,4 +86,4 @@ def test_float32_inference_never_takes_the_bf16_kernel(cls: type,
     monkeypatch.setattr(modules, 'bf16_window_attention',
                         lambda *a: pytest.fail('bf16 kernel on float32 windows'))
     with torch.no_grad():
-        accelerate(_model(cls))(torch.randn(1, 3, 32, 32))
+        reference_and_accelerated(cls)[1].eval()(torch.randn(1, 3, 32, 32))

@@ -2,7 +2,6 @@
 weights: outputs and every gradient, with tolerances relative to each tensor's scale."""
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 
@@ -13,23 +12,12 @@ from torch import nn
 from swin_backbone import SwinTransformer, SwinTransformerV2
 from swin_backbone.cpu import accelerate, is_accelerated
 from swin_backbone.cpu.linear import OneDnnLinear, onednn_linear_available
+from cpu_pair import TINY, reference_and_accelerated
 from scale import assert_close_to_scale
 
-TINY = dict(embed_dims=32, depths=[2, 2], num_heads=[2, 4])
 VERSIONS = pytest.mark.parametrize('cls', [SwinTransformer, SwinTransformerV2], ids=['v1', 'v2'])
 # Measured on an Intel Xeon (AMX): outputs 2e-6, gradients 5e-6 of their scale.
 OUTPUT_REL, GRAD_REL = 2e-5, 1e-4
-
-
-def _pair(cls: type, **kwargs) -> tuple[nn.Module, nn.Module]:
-    """A reference backbone with non-trivial norms and its accelerated copy."""
-    torch.manual_seed(0)
-    reference = cls(arch=TINY, window_size=4, drop_path_rate=0., out_indices=(0, 1), **kwargs)
-    for m in reference.modules():  # V2's zero-initialised post-norms would hide the branches
-        if isinstance(m, nn.LayerNorm):
-            nn.init.normal_(m.weight, 1., .1)
-            nn.init.normal_(m.bias, 0., .1)
-    return reference, accelerate(copy.deepcopy(reference))
 
 
 def _outputs_and_gradients(model: nn.Module, x: torch.Tensor, train: bool
@@ -53,7 +41,7 @@ def _outputs_and_gradients(model: nn.Module, x: torch.Tensor, train: bool
 @VERSIONS
 @pytest.mark.parametrize('train', [False, True], ids=['inference', 'training'])
 def test_accelerated_equals_reference(cls: type, train: bool) -> None:
-    reference, fast = _pair(cls)
+    reference, fast = reference_and_accelerated(cls)
     x = torch.randn(2, 3, 37, 45)  # pads at both stages, shifts in both
     want = _outputs_and_gradients(reference, x, train)
     got = _outputs_and_gradients(fast, x, train)
@@ -66,7 +54,7 @@ def test_accelerated_equals_reference(cls: type, train: bool) -> None:
 
 @VERSIONS
 def test_bf16_autocast_inference_stays_near_the_reference(cls: type) -> None:
-    reference, fast = _pair(cls)
+    reference, fast = reference_and_accelerated(cls)
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         pairs = list(zip(fast.eval()(x), reference.eval()(x)))
@@ -92,7 +80,7 @@ def test_only_the_backbones_modules_change_class() -> None:
 
 def test_traced_accelerated_model_runs_the_reference_ops() -> None:
     """Tracing (mmengine.analysis counts FLOPs this way) and export see ``aten::linear``."""
-    _, fast = _pair(SwinTransformerV2)
+    _, fast = reference_and_accelerated(SwinTransformerV2)
     with torch.no_grad():
         graph = str(torch.jit.trace(fast.eval(), torch.randn(1, 3, 32, 32)).inlined_graph)
     assert 'aten::linear' in graph and 'mkldnn' not in graph
